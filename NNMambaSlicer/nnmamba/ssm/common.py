@@ -1,0 +1,44 @@
+"""Input preparation and output gating shared by every selective-scan back end."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def compute_dtype(tensor):
+    """float64 stays float64; everything else is computed in float32, as mamba-ssm does."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus):
+    """Cast to the compute dtype, add Δ's bias and apply softplus (threshold 20, as mamba-ssm)."""
+    check_shapes(u, delta, A, B, C)
+    dtype = compute_dtype(u)
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return u.to(dtype), delta, A.to(dtype), B.to(dtype), C.to(dtype)
+
+
+def finish_output(y, u_original, u, D, z):
+    """y + D·u, gated by silu(z), cast back to the input dtype."""
+    if D is not None:
+        y = y + D.to(y.dtype)[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(u_original.dtype)
+
+
+def check_shapes(u, delta, A, B, C):
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"u and delta must both be (batch, d, L); got {tuple(u.shape)} and {tuple(delta.shape)}")
+    batch, dim, length = u.shape
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"A must be (d={dim}, d_state); got {tuple(A.shape)}")
+    expected = (batch, A.shape[1], length)
+    for name, tensor in (("B", B), ("C", C)):
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"{name} must be (batch, d_state, L) = {expected}; got {tuple(tensor.shape)}")
