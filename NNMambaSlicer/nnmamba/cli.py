@@ -21,6 +21,9 @@ def main(argv=None):
         parser.print_help()
         return EXIT_BAD_INPUT
     from .checkpoints import CheckpointError, UnsafeCheckpointError
+    from .runtime import retain_freed_memory
+
+    retain_freed_memory()
 
     try:
         return args.handler(args) or EXIT_OK

@@ -115,7 +115,7 @@ mamba_ssm_on_gpu = pytest.mark.skipif(
 @mamba_ssm_on_gpu
 @pytest.mark.parametrize("d_model,d_state,length", [(64, 16, 4096), (32, 8, 1000), (256, 16, 512)])
 def test_block_matches_mamba_ssm_on_the_same_weights(d_model, d_state, length):
-    from mamba_ssm import Mamba as OfficialMamba
+    from mamba_ssm.modules.mamba_simple import Mamba as OfficialMamba
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -5,7 +5,14 @@ import re
 import pytest
 import torch
 
-from nnmamba.networks import MambaLayer, NNMambaEncoder, NNMambaSeg, check_spatial_size
+from nnmamba.networks import (
+    MambaLayer,
+    NNMambaEncoder,
+    NNMambaSeg,
+    check_spatial_size,
+    fold_batch_norms,
+    prepare_for_inference,
+)
 
 from conftest import DATA
 
@@ -160,3 +167,36 @@ def test_old_classifier_groups_pooled_channels_into_seven_tokens():
     assert torch.allclose(grouped[0, :, 0], feats["layer1"][0])
     assert torch.allclose(grouped[0, 3, 1:3], feats["layer2"][0, 6:8])      # channel 2c + j
     assert torch.allclose(grouped[0, 3, 3:7], feats["layer3"][0, 12:16])    # channel 4c + j
+
+
+@pytest.mark.parametrize("factory,shape", [
+    (lambda: NNMambaSeg(channels=8, number_classes=3), (2, 1, 32, 16, 48)),
+    (lambda: NNMambaSeg(in_ch=2, channels=8, number_classes=3, variant="nnunet"), (1, 2, 32, 32, 32)),
+    (lambda: NNMambaEncoder(channels=8, number_classes=2), (2, 1, 23, 29, 17)),
+    (lambda: NNMambaEncoder(channels=8, variant="mamba_seq"), (1, 1, 16, 16, 16)),
+])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["ncdhw", "channels-last"])
+def test_prepared_network_computes_the_same(factory, shape, channels_last):
+    model = factory().eval()
+    _randomise_bn(model)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = prepare_for_inference(model, channels_last=channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x)
+    expected, got = (expected[0], got[0]) if isinstance(expected, list) else (expected, got)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())   # the original is untouched
+
+
+def test_batch_norm_cannot_be_folded_while_training():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(NNMambaSeg(channels=8).train())
+
+
+def test_reverse_mix_equals_flipped_mix():
+    block = MambaLayer(8, "miccss").mamba.double().eval()
+    xz = torch.randn(2, 32, 37, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(block.mix(xz, reverse=True), block.mix(xz.flip(-1)).flip(-1), atol=1e-12)

@@ -158,3 +158,11 @@ def test_gradient_or_float64_never_goes_to_numba():
 def test_numba_refuses_gradients_when_forced():
     with pytest.raises(RuntimeError, match="no gradient"):
         ssm.choose_backend("cpu", backend="numba", needs_grad=True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", pytest.param("numba", marks=needs_numba)])
+def test_reverse_scan_equals_flipped_scan(backend):
+    args = scan_inputs(2, 8, 45, 16)
+    flipped = {k: (v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v) for k, v in args.items()}
+    expected = selective_scan_reference(**flipped).flip(-1)
+    assert relative_error(ssm.selective_scan(**args, backend=backend, reverse=True), expected) <= 1e-5

@@ -59,30 +59,70 @@ class Mamba(nn.Module):
         self.dt_proj.bias._no_reinit = True
 
     def forward(self, hidden_states):
-        """(batch, L, d_model) → (batch, L, d_model)."""
-        batch, length, _ = hidden_states.shape
-        xz = torch.matmul(self.in_proj.weight, hidden_states.transpose(1, 2))   # (b, 2·d_inner, L)
-        if self.in_proj.bias is not None:
-            xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
-        x, z = xz.chunk(2, dim=1)
-        x = self._causal_conv(x, length)
-        x_dbl = F.linear(x.transpose(1, 2).reshape(batch * length, self.d_inner), self.x_proj.weight)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = (self.dt_proj.weight @ dt.t()).reshape(self.d_inner, batch, length).transpose(0, 1)
-        B = B.reshape(batch, length, self.d_state).transpose(1, 2).contiguous()
-        C = C.reshape(batch, length, self.d_state).transpose(1, 2).contiguous()
-        y = selective_scan(x, dt, -torch.exp(_at_least_fp32(self.A_log)), B, C, _at_least_fp32(self.D), z=z,
-                           delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
-                           backend=self.scan_backend)
-        return F.linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias)
+        """(batch, L, d_model) → (batch, L, d_model), as mamba-ssm's block."""
+        return self.forward_channels_first(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-    def _causal_conv(self, x, length):
-        """Depthwise causal conv over L, then SiLU (causal-conv1d kernel on CUDA when installed)."""
+    def forward_channels_first(self, x):
+        """(batch, d_model, L) → (batch, d_model, L): the layout of a flattened feature map, no transposes."""
+        return self.project_out(self.mix(self.project_in(x)))
+
+    def project_in(self, x):
+        """(b, d_model, L) → xz (b, 2·d_inner, L)."""
+        return _linear_channels_first(self.in_proj.weight, self.in_proj.bias, x)
+
+    def project_out(self, y):
+        """(b, d_inner, L) → (b, d_model, L)."""
+        return _linear_channels_first(self.out_proj.weight, self.out_proj.bias, y)
+
+    def mix(self, xz, reverse=False):
+        """Everything between the two projections: causal conv + SiLU, x/dt projections, the selective scan
+        gated by silu(z). (b, 2·d_inner, L) → (b, d_inner, L). ``reverse`` runs it from the last token to the
+        first, the same as flipping xz along L before and the result after.
+        """
+        x, z = xz.chunk(2, dim=1)
+        x = self._causal_conv(x, reverse)
+        x_dbl = channels_first_matmul(self.x_proj.weight, x)          # (b, R + 2N, L)
+        dt_rank, n = self.dt_rank, self.d_state
+        dt = channels_first_matmul(self.dt_proj.weight, x_dbl[:, :dt_rank])   # (b, d_inner, L); bias: in the scan
+        B, C = x_dbl[:, dt_rank:dt_rank + n], x_dbl[:, dt_rank + n:]
+        return selective_scan(x, dt, -torch.exp(_at_least_fp32(self.A_log)), B, C, _at_least_fp32(self.D), z=z,
+                              delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
+                              backend=self.scan_backend, reverse=reverse)
+
+    def _causal_conv(self, x, reverse=False):
+        """Depthwise causal conv over L, then SiLU (causal-conv1d kernel on CUDA when installed).
+
+        Reversed, it looks ahead instead: the kernel flipped, the output taken from the other end.
+        """
+        k = self.d_conv
         if x.is_cuda and requested_backend(self.scan_backend) in ("auto", "cuda"):
             kernel, _ = cuda_conv_kernel()
             if kernel is not None:
-                return kernel(x.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
-        return F.silu(self.conv1d(x)[..., :length])
+                run = lambda v: kernel(v.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias,  # noqa: E731
+                                       activation="silu")
+                return run(x.flip(-1)).flip(-1) if reverse else run(x)
+        # Zero-pad on the side the conv must not see past, so that the output is exactly L long and contiguous.
+        weight = self.conv1d.weight.flip(-1) if reverse else self.conv1d.weight
+        padded = F.pad(x, (0, k - 1) if reverse else (k - 1, 0))
+        return F.silu(F.conv1d(padded, weight, self.conv1d.bias, groups=self.d_inner))
+
+
+def channels_first_matmul(weight, x):
+    """weight (m, k) @ x (b, k, L) → (b, m, L), one GEMM per sample: a broadcast batched matmul would copy x
+    into a transposed layout first."""
+    if x.dim() == 2:
+        return torch.mm(weight, x)
+    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
+        return torch.stack([torch.mm(weight, sample) for sample in x])
+    out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
+    for i in range(x.shape[0]):
+        torch.mm(weight, x[i], out=out[i])
+    return out
+
+
+def _linear_channels_first(weight, bias, x):
+    out = channels_first_matmul(weight, x)
+    return out if bias is None else out + bias.to(out.dtype)[:, None]
 
 
 def _at_least_fp32(tensor):

@@ -1,7 +1,8 @@
 """The Mamba layers that nnMamba puts beside its convolutions (spec §2.1, §4).
 
-Every variant flattens a (B, C, D, H, W) map to C-order raster tokens (B, L, C) with W fastest, so the
-sequence is always spatial.
+Every variant flattens a (B, C, D, H, W) map to C-order raster tokens with W fastest, so the sequence is
+always spatial; the tokens stay channel-first (B, C, L), the layout the projections need, so nothing is
+transposed.
 """
 
 from __future__ import annotations
@@ -10,19 +11,9 @@ import torch
 import torch.nn as nn
 
 from .blocks import conv1x1
-from .mamba import Mamba
+from .mamba import Mamba, channels_first_matmul
 
 VARIANTS = ("miccss", "simple", "stem")
-
-
-def to_tokens(x):
-    """(B, C, D, H, W) → (B, L, C), token index d·H·W + h·W + w."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def from_tokens(tokens, like):
-    """Inverse of :func:`to_tokens` for a map shaped like ``like``."""
-    return tokens.transpose(1, 2).reshape(like.shape)
 
 
 class MambaLayer(nn.Module):
@@ -32,8 +23,8 @@ class MambaLayer(nn.Module):
     reversed, tokens reversed, both), added back to its input and followed by a second 1×1 conv + BN + ReLU.
     ``stem``: the classifier's stem layer: the same structure with a single pass (d_state 8 there).
     ``simple``: the nnU-Net training network's layer: one pass, no residual, no second conv.
-    ``batch_passes``: run the four CSS passes as one batch-4 call ("auto": on CUDA only, where it is faster;
-    on CPU four batch-1 calls measured faster).
+    ``batch_passes``: run the token-reversed CSS passes in the same batch as the forward ones, by flipping
+    ("auto": on CUDA only, where one large call is faster; on CPU the scan runs them backwards in place).
     """
 
     def __init__(self, dim, variant="miccss", d_state=16, d_conv=4, expand=2, batch_passes="auto",
@@ -55,35 +46,66 @@ class MambaLayer(nn.Module):
 
     def forward(self, x):
         act = self.relu(self.norm(self.nin(x)))
-        tokens = to_tokens(act)
+        tokens = act.flatten(2)                 # (B, C, L), token index d·H·W + h·W + w
         if self.variant == "miccss":
-            mixed = self.css(tokens)
+            weight, bias, y = self.css(tokens)
         else:
-            mixed = self.mamba(tokens)
-        mixed = from_tokens(mixed, act)
+            mamba = self.mamba
+            weight, bias, y = mamba.out_proj.weight, mamba.out_proj.bias, mamba.mix(mamba.project_in(tokens))
+        mixed = project_to_map(weight, bias, y, act)
         if self.variant == "simple":
             return mixed
         return self.relu2(self.norm2(self.nin2(mixed + act)))
 
     def css(self, tokens):
-        """(P0 + P1 + P2 + P3) / 4 with P1 channel-reversed, P2 token-reversed, P3 both (official order)."""
-        flips = ((), (2,), (1,), (1, 2))
+        """(P0 + P1 + P2 + P3) / 4: P1 channel-reversed, P2 token-reversed, P3 both, one shared Mamba M.
+
+        Returns the output projection (weight, bias) and its input, so that the caller projects straight into
+        the memory layout of the feature map. Computed without materialising any flipped input: reversing
+        channels around M equals M with the columns of in_proj and the rows of out_proj reversed; reversing
+        tokens commutes with both projections, so P2 and P3 are reverse-direction runs of the same projected
+        sequences; and the four outputs share one out_proj by linearity:
+        out = [W_out | flip(W_out)] / 4 · [y0 + y2 ; y1 + y3]. Equal to the official four separate passes up
+        to float rounding (tested).
+        """
+        mamba = self.mamba
+        batch, _, length = tokens.shape
+        w_in = mamba.in_proj.weight
+        xz = channels_first_matmul(torch.cat([w_in, w_in.flip(1)]), tokens)   # (B, 2 passes · 2·d_inner, L)
+        if mamba.in_proj.bias is not None:
+            xz = xz + mamba.in_proj.bias.repeat(2)[:, None]
+        xz = xz.reshape(batch * 2, -1, length)                                # batch index = 2·b + pass
         if self._batch_passes(tokens):
-            batch = tokens.shape[0]
-            views = torch.cat([tokens.flip(f) if f else tokens for f in flips], 0)
-            out = self.mamba(views)
-            parts = [out[i * batch:(i + 1) * batch] for i in range(4)]
+            y = mamba.mix(torch.cat([xz, xz.flip(-1)]))
+            y = y[:batch * 2] + y[batch * 2:].flip(-1)
         else:
-            parts = [self.mamba(tokens.flip(f) if f else tokens) for f in flips]
-        total = parts[0]
-        for part, f in zip(parts[1:], flips[1:]):
-            total = total + part.flip(f)
-        return total / 4
+            y = mamba.mix(xz) + mamba.mix(xz, reverse=True)
+        w_out, b_out = mamba.out_proj.weight, mamba.out_proj.bias
+        bias = None if b_out is None else (b_out + b_out.flip(0)) / 2
+        return torch.cat([w_out, w_out.flip(0)], 1) / 4, bias, y.reshape(batch, -1, length)
 
     def _batch_passes(self, tokens):
         if self.batch_passes == "auto":
             return tokens.is_cuda
         return bool(self.batch_passes)
+
+
+def is_channels_last(x):
+    return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def project_to_map(weight, bias, y, like):
+    """weight (C, k) @ y (B, k, L) + bias, shaped as the feature map ``like`` and in its memory layout.
+
+    For a channels-last map the product is computed token-major, so neither layout needs a copy.
+    """
+    if is_channels_last(like):
+        batch, channels, depth, height, width = like.shape
+        out = torch.stack([torch.mm(sample.t(), weight.t()) for sample in y])      # (B, L, C)
+        out = out.reshape(batch, depth, height, width, channels).permute(0, 4, 1, 2, 3)
+    else:
+        out = channels_first_matmul(weight, y).reshape(like.shape)
+    return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
 
 class MambaSeq(nn.Module):
@@ -100,4 +122,4 @@ class MambaSeq(nn.Module):
     def forward(self, x):
         """(B, C, T) → (B, C, T)."""
         x = self.relu(x)
-        return self.mamba(x.transpose(1, 2)).transpose(1, 2) + x
+        return self.mamba.forward_channels_first(x) + x

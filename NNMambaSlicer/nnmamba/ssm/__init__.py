@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .chunked import selective_scan_chunked
+from .common import reversed_scan
 from .cuda import cuda_scan_kernel, selective_scan_cuda
 from .numba_kernel import numba_available, selective_scan_numba
 from .reference import selective_scan_reference
@@ -86,15 +87,22 @@ def _unusable_reason(name, device, needs_grad, dtype):
     return None
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, backend=None):
-    """Mamba's selective scan (mamba-ssm ``selective_scan_fn`` semantics) on the best available back end."""
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, backend=None,
+                   reverse=False):
+    """Mamba's selective scan (mamba-ssm ``selective_scan_fn`` semantics) on the best available back end.
+
+    ``reverse=True`` scans from the last token to the first: the same as flipping every input along L and
+    flipping the output back, which is how back ends without a native reverse scan run it.
+    """
     global _last_choice
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     choice = choose_backend(u.device, backend, needs_grad, u.dtype)
     _last_choice = choice
-    return _IMPLEMENTATIONS[choice.backend](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                            delta_softplus=delta_softplus)
+    if choice.backend == "numba":
+        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
+    return reversed_scan(_IMPLEMENTATIONS[choice.backend], reverse, u, delta, A, B, C, D, z, delta_bias,
+                         delta_softplus)
 
 
 def last_scan_choice():

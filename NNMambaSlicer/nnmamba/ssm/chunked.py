@@ -55,7 +55,8 @@ def _scan_segment(delta_t, drive_t, B_t, C_t, A, state_in, chunk, inplace):
     B_c = _to_chunks(B_t, pad, n_chunks, chunk)              # (T, b, c, n)
     C_c = _to_chunks(C_t, pad, n_chunks, chunk)
 
-    decay = torch.exp(delta_c.unsqueeze(-1) * A)              # (T, b, c, d, n)
+    decay = delta_c.unsqueeze(-1) * A                         # (T, b, c, d, n)
+    decay = decay.exp_() if inplace else decay.exp()
     states = drive_c.unsqueeze(-1) * B_c.unsqueeze(-2)        # (T, b, c, d, n), becomes h_t below
 
     # Pass 1: where each chunk would end if it started from zero.
@@ -84,7 +85,7 @@ def _last_state(decay, drive, state, inplace):
     """Final h of h_t = decay_t·h_{t-1} + drive_t along dim 0 (h_{-1} = ``state`` or 0)."""
     h = drive[0].clone() if state is None else torch.addcmul(drive[0], decay[0], state)
     for t in range(1, decay.shape[0]):
-        h = h.mul_(decay[t]).add_(drive[t]) if inplace else torch.addcmul(drive[t], decay[t], h)
+        h = torch.addcmul(drive[t], decay[t], h, out=h) if inplace else torch.addcmul(drive[t], decay[t], h)
     return h
 
 

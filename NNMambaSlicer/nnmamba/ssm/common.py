@@ -42,3 +42,13 @@ def check_shapes(u, delta, A, B, C):
     for name, tensor in (("B", B), ("C", C)):
         if tuple(tensor.shape) != expected:
             raise ValueError(f"{name} must be (batch, d_state, L) = {expected}; got {tuple(tensor.shape)}")
+
+
+def reversed_scan(scan, reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Run ``scan`` from the last token to the first (flip in, flip out) when ``reverse``; else as is."""
+    if not reverse:
+        return scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    flip = (lambda t: None if t is None else t.flip(-1))  # noqa: E731
+    y = scan(flip(u), flip(delta), A, flip(B), flip(C), D=D, z=flip(z), delta_bias=delta_bias,
+             delta_softplus=delta_softplus)
+    return y.flip(-1)

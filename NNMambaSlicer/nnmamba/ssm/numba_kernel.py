@@ -1,69 +1,70 @@
-"""Optional compiled CPU selective scan (numba): one fused loop, the state kept in registers.
+"""Optional compiled CPU selective scan (numba): the whole scan fused into one loop per group of channels.
 
-Used automatically on CPU when ``numba`` is importable and no gradient is needed; it installs as a wheel on
-Linux, macOS and Windows, so nothing needs a compiler. Without numba the pure-PyTorch scan runs instead.
+Used automatically on CPU when ``numba`` is importable and no gradient is needed; numba installs as a wheel
+on Linux, macOS and Windows, so nothing needs a compiler. One pass does the recurrence, the read-out, the D
+skip and the gate for a group of channels, the state in registers; softplus(Δ + bias) and silu(z) run in
+PyTorch first. LLVM vectorises the loop over the state dimension with ``exp_nonpositive``, an exp it can
+inline (Cody-Waite reduction, degree-7 polynomial, 2**k from the exponent bits; within 3e-7 relative of exp).
+``reverse`` scans from the last token to the first, which the token-flipped CSS passes need, without flipping
+any tensor.
 """
 
 from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .common import finish_output, prepare_inputs
+MAX_STATE = 64   # d_state up to this runs in the kernel (Mamba uses 8 or 16)
 
-_kernel = None
 
 
 def numba_available():
     return importlib.util.find_spec("numba") is not None
 
 
-def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
-    """Same contract as :func:`selective_scan_reference`; CPU tensors only, no autograd."""
-    u_, delta_, A_, B_, C_ = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
-    kernel = _compiled_kernel()
-    dtype = u_.dtype
-    y = torch.empty_like(u_)
-    kernel(
-        delta_.detach().contiguous().numpy(),
-        (delta_ * u_).detach().contiguous().numpy(),
-        A_.detach().contiguous().numpy(),
-        B_.detach().transpose(1, 2).contiguous().numpy(),   # (b, L, n): one cache line per step
-        C_.detach().transpose(1, 2).contiguous().numpy(),
-        y.numpy(),
-    )
-    assert y.dtype == dtype
-    return finish_output(y, u, u_, D, z)
+def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
+    """Same contract as :func:`selective_scan_reference`, plus ``reverse``; CPU, no autograd, float32 inside.
+
+    The kernel's exp assumes Δ·A ≤ 0 (always true for Mamba: Δ = softplus(·) ≥ 0, A = -exp(A_log) < 0);
+    inputs that break this, or d_state > MAX_STATE, are handed to the chunked PyTorch scan.
+    """
+    from .common import check_shapes
+
+    check_shapes(u, delta, A, B, C)
+    batch, dim, length = u.shape
+    f32 = torch.float32
+    A_ = A.detach().to(f32).contiguous()
+    if A_.numel() and (A_.max() > 0 or A_.shape[1] > MAX_STATE
+                       or (not delta_softplus and delta.numel() and delta.min() < 0)):
+        from .chunked import selective_scan_chunked
+        from .common import reversed_scan
+
+        return reversed_scan(selective_scan_chunked, reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    delta = delta.detach().float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.detach().float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    gate = None if z is None else F.silu(z.detach().float())
+    y = torch.empty(batch, dim, length, dtype=f32)
+    if y.numel():
+        from ._numba_scan import fused_scan
+
+        fused_scan(_as_array(u), _as_array(delta), A_.numpy(),
+                   B.detach().to(f32).transpose(1, 2).contiguous().numpy(),   # (b, L, n): one cache line per step
+                   C.detach().to(f32).transpose(1, 2).contiguous().numpy(),
+                   _as_array(torch.zeros(dim) if D is None else D), _as_array(u if gate is None else gate),
+                   gate is not None, bool(reverse), y.numpy())
+    return y.to(u.dtype)
 
 
-def _compiled_kernel():
-    global _kernel
-    if _kernel is None:
-        _kernel = _build_kernel()
-    return _kernel
-
-
-def _build_kernel():
-    import numba
-
-    @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def scan(delta, drive, A, B, C, out):
-        batch, dim, length = delta.shape
-        n_state = A.shape[1]
-        for job in numba.prange(batch * dim):
-            b = job // dim
-            d = job % dim
-            h = np.zeros(n_state, dtype=delta.dtype)
-            a_row = A[d]
-            for t in range(length):
-                dt = delta[b, d, t]
-                x = drive[b, d, t]
-                acc = 0.0
-                for n in range(n_state):
-                    h[n] = np.exp(dt * a_row[n]) * h[n] + x * B[b, t, n]
-                    acc += h[n] * C[b, t, n]
-                out[b, d, t] = acc
-
-    return scan
+def _as_array(tensor):
+    """A float32 numpy view (no copy when already float32 with unit stride along L)."""
+    tensor = tensor.detach()
+    if tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    if tensor.stride(-1) != 1:
+        tensor = tensor.contiguous()
+    return tensor.numpy()
