@@ -58,7 +58,7 @@ def choose_backend(device="cpu", backend=None, needs_grad=False, dtype=torch.flo
         return ScanChoice(name, "requested explicitly")
     if device.type == "cuda":
         kernel, why = cuda_scan_kernel()
-        if kernel is not None:
+        if kernel is not None and dtype != torch.float64:
             return ScanChoice("cuda", f"CUDA tensors and {why}")
         return ScanChoice("torch", f"CUDA tensors but {why}; pure-PyTorch scan on the GPU")
     if device.type == "cpu" and not _unusable_reason("numba", device, needs_grad, dtype):
@@ -75,6 +75,8 @@ def _unusable_reason(name, device, needs_grad, dtype):
             return why
         if device.type != "cuda":
             return "the tensors are not on a CUDA device"
+        if dtype == torch.float64:
+            return "the mamba-ssm kernels have no float64 version"
     if name == "numba":
         if not numba_available():
             return "numba is not installed (pip install numba)"
