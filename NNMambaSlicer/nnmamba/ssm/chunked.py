@@ -3,85 +3,96 @@
 Method (measured in ``cpu-scan.md`` §7): inside a chunk of T tokens the recurrence runs step by step, but each
 step is one vectorised op over all chunks of a segment at once; chunks are joined by their total decay
 exp(A·ΣΔ). Only exponents ≤ 0 are ever evaluated, so nothing can overflow, and the arithmetic inside a chunk is
-exactly the sequential one. Segments of about 2**21 state elements keep the temporaries in cache.
+exactly the sequential one. Everything, input preparation and output gating included, runs segment by
+segment on about 2**20 state elements, so that the temporaries stay in cache.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .common import finish_output, prepare_inputs
+from .common import check_shapes, compute_dtype, gate_output, prepare_delta
 
-CHUNK = 32
-SEGMENT_ELEMENTS = 2**21          # CPU: about 8 MB of float32 per temporary, which stays in cache
+LOG2_E = 1.4426950408889634
+CHUNK = 16                        # T: 16-32 measured equal within noise; 16 slightly ahead on our CPUs
+SEGMENT_ELEMENTS = 2**20          # CPU: 4 MB of float32 per temporary (best of 2**19..2**21 on our CPUs)
 GPU_SEGMENT_ELEMENTS = 2**26      # GPU: fewer, larger kernel launches
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
                            chunk=CHUNK, segment_elements=None):
     """Same contract as :func:`selective_scan_reference`; differentiable when autograd needs it."""
-    u_, delta_, A_, B_, C_ = prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
-    batch, dim, length = u_.shape
-    n_state = A_.shape[1]
+    check_shapes(u, delta, A, B, C)
+    dtype = compute_dtype(u)
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
     inplace = not (torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias)))
-
-    # Time-major, contiguous copies: a permuted view would give every big temporary a scattered layout.
-    delta_t = delta_.permute(2, 0, 1).contiguous()            # (L, b, d)
-    drive_t = (delta_ * u_).permute(2, 0, 1).contiguous()     # (L, b, d)
-    B_t = B_.permute(2, 0, 1).contiguous()                    # (L, b, n)
-    C_t = C_.permute(2, 0, 1).contiguous()                    # (L, b, n)
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)))
+    # exp(Δ·A) is computed as exp2(Δ·A·log2 e): exp2 is the faster kernel (1.7x on our CPUs).
+    # States are laid out (..., n, d): d innermost keeps every broadcast op on long contiguous rows.
+    A2 = (A.to(dtype) * LOG2_E).t().contiguous()              # (n, d)
 
     if segment_elements is None:
         segment_elements = SEGMENT_ELEMENTS if u.device.type == "cpu" else GPU_SEGMENT_ELEMENTS
-    per_token = max(1, batch * dim * n_state)
-    segment = max(chunk, (segment_elements // per_token) // chunk * chunk)
-    state = u_.new_zeros(batch, dim, n_state)
+    segment = max(chunk, (segment_elements // max(1, batch * dim * n_state)) // chunk * chunk)
+    state = u.new_zeros(batch, n_state, dim, dtype=dtype)
+    buffers = None
+    if inplace:
+        # Allocated once and reused: a fresh allocation of this size costs as much in page faults as the
+        # arithmetic done on it.
+        shape = (chunk, batch, -(-min(segment, length) // chunk), n_state, dim)
+        buffers = (u.new_empty(shape, dtype=dtype), u.new_empty(shape, dtype=dtype))
     pieces = []
     for start in range(0, length, segment):
-        stop = min(start + segment, length)
-        y_seg, state = _scan_segment(delta_t[start:stop], drive_t[start:stop], B_t[start:stop], C_t[start:stop],
-                                     A_, state, chunk, inplace)
-        pieces.append(y_seg)
-    y_t = torch.cat(pieces, 0) if pieces else u_.new_zeros(0, batch, dim)
-    return finish_output(y_t.permute(1, 2, 0), u, u_, D, z)
+        part = slice(start, min(start + segment, length))
+        u_seg = u[..., part].to(dtype)
+        delta_seg = prepare_delta(delta[..., part], delta_bias, delta_softplus, dtype)
+        y_seg, state = _scan_segment(delta_seg, delta_seg * u_seg, B[..., part].to(dtype), C[..., part].to(dtype),
+                                     A2, state, chunk, buffers)
+        pieces.append(gate_output(y_seg, u_seg, D, None if z is None else z[..., part]))
+    y = torch.cat(pieces, -1) if pieces else u.new_zeros(batch, dim, 0, dtype=dtype)
+    return y.to(u.dtype)
 
 
-def _scan_segment(delta_t, drive_t, B_t, C_t, A, state_in, chunk, inplace):
-    """Scan one segment (time-major inputs) from ``state_in``; return its outputs (S, b, d) and end state."""
-    length = delta_t.shape[0]
+def _scan_segment(delta, drive, B, C, A2, state_in, chunk, buffers=None):
+    """Scan one segment from ``state_in`` (b, n, d): channel-first inputs (b, ·, S) → y (b, d, S), end state.
+
+    With ``buffers`` (two tensors of at least (T, b, chunks, n, d)) it works in place in them, without
+    autograd; without, it is differentiable.
+    """
+    inplace = buffers is not None
+    length = delta.shape[-1]
     n_chunks = -(-length // chunk)
-    pad = n_chunks * chunk - length
     # Padding with Δ = 0 gives decay 1 and drive 0: exact identity steps.
-    delta_c = _to_chunks(delta_t, pad, n_chunks, chunk)      # (T, b, c, d)
-    drive_c = _to_chunks(drive_t, pad, n_chunks, chunk)
-    B_c = _to_chunks(B_t, pad, n_chunks, chunk)              # (T, b, c, n)
-    C_c = _to_chunks(C_t, pad, n_chunks, chunk)
-
-    decay = delta_c.unsqueeze(-1) * A                         # (T, b, c, d, n)
-    decay = decay.exp_() if inplace else decay.exp()
-    states = drive_c.unsqueeze(-1) * B_c.unsqueeze(-2)        # (T, b, c, d, n), becomes h_t below
+    delta_c, drive_c = _to_chunks(delta, n_chunks, chunk), _to_chunks(drive, n_chunks, chunk)   # (T, b, c, d)
+    B_c, C_c = _to_chunks(B, n_chunks, chunk), _to_chunks(C, n_chunks, chunk)                   # (T, b, c, n)
+    if inplace:
+        decay = torch.mul(delta_c.unsqueeze(-2), A2, out=buffers[0][:, :, :n_chunks]).exp2_()   # (T, b, c, n, d)
+        states = torch.mul(drive_c.unsqueeze(-2), B_c.unsqueeze(-1), out=buffers[1][:, :, :n_chunks])
+    else:
+        decay = (delta_c.unsqueeze(-2) * A2).exp2()
+        states = drive_c.unsqueeze(-2) * B_c.unsqueeze(-1)    # becomes h_t below
 
     # Pass 1: where each chunk would end if it started from zero.
-    ends = _last_state(decay, states, None, inplace)         # (b, c, d, n)
+    ends = _last_state(decay, states, None, inplace)         # (b, c, n, d)
     # Join the chunks: entry state of chunk c+1 = total decay of chunk c · entry of c + its zero-start end.
-    chunk_decay = torch.exp(delta_c.sum(0).unsqueeze(-1) * A)  # (b, c, d, n)
+    chunk_decay = torch.exp2(delta_c.sum(0).unsqueeze(-2) * A2)  # (b, c, n, d)
     entries = _all_states(chunk_decay.transpose(0, 1), ends.transpose(0, 1), state_in, inplace=False,
-                          shift=True).transpose(0, 1)        # (b, c, d, n)
+                          shift=True).transpose(0, 1)        # (b, c, n, d)
     # Pass 2: the true state at every position, then the read-out y_t = C_t · h_t.
     states = _all_states(decay, states, entries, inplace)
-    y = torch.einsum("tbcdn,tbcn->tbcd", states, C_c)
+    y = torch.einsum("tbcnd,tbcn->tbcd", states, C_c)        # a batched GEMV over the states as they lie
     state_out = states[-1, :, -1]
-    batch, dim = y.shape[1], y.shape[3]
-    y = y.permute(2, 0, 1, 3).reshape(n_chunks * chunk, batch, dim)[:length]   # token = chunk·T + t
+    y = y.permute(1, 3, 2, 0).reshape(y.shape[1], y.shape[3], n_chunks * chunk)[..., :length]   # token = c·T + t
     return y, (state_out.clone() if inplace else state_out)
 
 
-def _to_chunks(x, pad, n_chunks, chunk):
-    """(S, b, k) time-major → (T, b, c, k) contiguous, zero-padded to a whole number of chunks."""
+def _to_chunks(x, n_chunks, chunk):
+    """(b, k, S) → (T, b, c, k) contiguous, zero-padded to a whole number of chunks."""
+    pad = n_chunks * chunk - x.shape[-1]
     if pad:
-        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])], 0)
-    return x.reshape(n_chunks, chunk, *x.shape[1:]).permute(1, 2, 0, 3).contiguous()
+        x = torch.nn.functional.pad(x, (0, pad))
+    return x.reshape(x.shape[0], x.shape[1], n_chunks, chunk).permute(3, 0, 2, 1).contiguous()
 
 
 def _last_state(decay, drive, state, inplace):

@@ -1,4 +1,4 @@
-"""Input preparation and output gating shared by every selective-scan back end."""
+"""Input preparation and output gating shared by the selective-scan back ends."""
 
 from __future__ import annotations
 
@@ -11,25 +11,32 @@ def compute_dtype(tensor):
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus):
-    """Cast to the compute dtype, add Δ's bias and apply softplus (threshold 20, as mamba-ssm)."""
-    check_shapes(u, delta, A, B, C)
-    dtype = compute_dtype(u)
+def prepare_delta(delta, delta_bias, delta_softplus, dtype):
+    """Δ in the compute dtype, with its bias added and softplus applied (threshold 20, as mamba-ssm)."""
     delta = delta.to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    return u.to(dtype), delta, A.to(dtype), B.to(dtype), C.to(dtype)
+    return F.softplus(delta) if delta_softplus else delta
 
 
-def finish_output(y, u_original, u, D, z):
-    """y + D·u, gated by silu(z), cast back to the input dtype."""
+def prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus):
+    """Everything cast to the compute dtype, Δ prepared."""
+    check_shapes(u, delta, A, B, C)
+    dtype = compute_dtype(u)
+    return u.to(dtype), prepare_delta(delta, delta_bias, delta_softplus, dtype), A.to(dtype), B.to(dtype), C.to(dtype)
+
+
+def gate_output(y, u, D, z):
+    """y + D·u, gated by silu(z), in y's dtype."""
     if D is not None:
         y = y + D.to(y.dtype)[:, None] * u
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
-    return y.to(u_original.dtype)
+    return y
+
+
+def finish_output(y, u_original, u, D, z):
+    return gate_output(y, u, D, z).to(u_original.dtype)
 
 
 def check_shapes(u, delta, A, B, C):
