@@ -52,7 +52,7 @@ def build_parser():
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(handler=cmd_info)
 
-    check = sub.add_parser("check", help="forward passes of every network on a random volume, with timings")
+    check = sub.add_parser("check", help="forward passes of every network on a random volume, timed after a warm-up")
     _device_option(check)
     check.add_argument("--size", type=int, default=64, help="edge of the cubic test volume (multiple of 16)")
     check.add_argument("--channels", type=int, default=32, help="network width C (official: 32)")
@@ -97,14 +97,14 @@ def cmd_check(args):
     import torch
 
     from .environment import resolve_device
-    from .networks import NNMambaEncoder, NNMambaSeg, check_spatial_size
+    from .networks import NNMambaEncoder, NNMambaSeg, check_spatial_size, prepare_for_inference
     from .ssm import last_scan_choice
 
     device = resolve_device(args.device)
     size = args.size
     check_spatial_size((size,) * 3)
     torch.manual_seed(0)
-    volume = torch.randn(1, 1, size, size, size, device=device)
+    volume = torch.randn(1, 1, size, size, size, device=device).contiguous(memory_format=torch.channels_last_3d)
     networks = [
         ("nnMambaSeg MICCSS (README/LFC)", NNMambaSeg(channels=args.channels, variant="miccss")),
         ("nnMambaSeg nnU-Net variant", NNMambaSeg(channels=args.channels, number_classes=16, variant="nnunet")),
@@ -112,8 +112,10 @@ def cmd_check(args):
     ]
     print(f"Random {size}^3 volume on {device}; untrained networks (shapes and speed only, not accuracy).")
     for name, net in networks:
-        net = net.to(device).eval()
+        params = sum(p.numel() for p in net.parameters())
+        net = prepare_for_inference(net, device)   # BN folded, channels-last: as the inference engine runs it
         with torch.inference_mode():
+            net(volume)  # warm-up: first-call set-up (kernel compilation, allocator) is not the speed
             start = time.perf_counter()
             out = net(volume)
             out = out[0] if isinstance(out, list) else out
@@ -121,7 +123,6 @@ def cmd_check(args):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
         finite = bool(torch.isfinite(out).all())
-        params = sum(p.numel() for p in net.parameters())
         print(f"{name:<32} params {params:>11,}  output {tuple(out.shape)}  {seconds:6.2f} s  "
               f"finite={finite}  scan={last_scan_choice().backend}")
         if not finite:
