@@ -26,3 +26,19 @@ def print_table(header, rows):
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+
+
+def best_times_interleaved(fns, rounds=3):
+    """{name: seconds} for several callables, run in turn round after round (min per name), so that a slow
+    spell of the machine hits every contender alike instead of whichever happened to run then."""
+    for fn in fns.values():
+        fn()                                   # warm-up
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best

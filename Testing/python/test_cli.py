@@ -65,3 +65,12 @@ def test_missing_and_unsafe_files_exit_codes(tmp_path):
     torch.save({"state_dict": NNMambaSeg(channels=16).state_dict(), "x": Payload()}, tmp_path / "evil.pth")
     result = run_cli("inspect", str(tmp_path / "evil.pth"))
     assert result.returncode == 3 and "--trust" in result.stderr
+
+
+def test_retaining_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from nnmamba.runtime import retain_freed_memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert retain_freed_memory() is expected

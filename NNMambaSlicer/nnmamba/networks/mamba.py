@@ -1,7 +1,8 @@
 """Mamba v1 block with mamba-ssm's parameter names and shapes, so official checkpoints load unchanged.
 
-The selective scan is pluggable (:mod:`nnmamba.ssm`): mamba-ssm's CUDA kernels where present, a fast
-pure-PyTorch scan everywhere else.
+The selective scan is pluggable (:mod:`nnmamba.ssm`): mamba-ssm's CUDA kernels where present, a compiled
+numba kernel or a fast pure-PyTorch scan everywhere else. Internally the block works channel-first
+(batch, channels, L), the layout of a flattened 3D feature map, so nnMamba's layers need no transposes.
 """
 
 from __future__ import annotations
@@ -108,12 +109,11 @@ class Mamba(nn.Module):
 
 
 def channels_first_matmul(weight, x):
-    """weight (m, k) @ x (b, k, L) → (b, m, L), one GEMM per sample: a broadcast batched matmul would copy x
-    into a transposed layout first."""
-    if x.dim() == 2:
-        return torch.mm(weight, x)
-    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
-        return torch.stack([torch.mm(weight, sample) for sample in x])
+    """weight (m, k) @ x (b, k, L) → (b, m, L). On CPU without autograd one GEMM per sample into one output:
+    PyTorch's broadcast batched matmul would first copy x into a transposed layout."""
+    needs_grad = torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
+    if x.dim() == 2 or x.device.type != "cpu" or needs_grad:
+        return torch.matmul(weight, x)
     out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
     for i in range(x.shape[0]):
         torch.mm(weight, x[i], out=out[i])
