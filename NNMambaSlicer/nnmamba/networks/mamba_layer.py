@@ -24,7 +24,8 @@ class MambaLayer(nn.Module):
     ``stem``: the classifier's stem layer: the same structure with a single pass (d_state 8 there).
     ``simple``: the nnU-Net training network's layer: one pass, no residual, no second conv.
     ``batch_passes``: run the token-reversed CSS passes in the same batch as the forward ones, by flipping
-    ("auto": on CUDA only, where one large call is faster; on CPU the scan runs them backwards in place).
+    ("auto": on CUDA, where one call measured 1.2-1.3x faster on an H200 at up to 4096 tokens and 0.9x at
+    32768; on CPU the scan runs them backwards in place, 1.0-1.1x faster than batching).
     """
 
     def __init__(self, dim, variant="miccss", d_state=16, d_conv=4, expand=2, batch_passes="auto",
