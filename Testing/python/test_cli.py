@@ -43,9 +43,10 @@ def test_missing_gpu_is_a_clear_error():
     assert result.returncode == 4 and "sees no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bad_size_is_a_clear_error():
-    result = run_cli("check", "--size", "40")
-    assert result.returncode == 2 and "nearest valid 32 or 48" in result.stderr
+@pytest.mark.parametrize("size,message", [("40", "nearest valid 32 or 48"), ("-16", "nearest valid 16")])
+def test_bad_size_is_a_clear_error(size, message):
+    result = run_cli("check", f"--size={size}")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_inspect_and_convert(tmp_path):

@@ -78,14 +78,14 @@ class NNMambaSeg(nn.Module):
 
 def nearest_valid_sizes(size, divisor=DIVISOR):
     """The multiples of ``divisor`` just below and above ``size`` (below omitted when it would be 0)."""
-    lower = size // divisor * divisor
+    lower = max(0, size) // divisor * divisor
     upper = lower + divisor
     return [s for s in (lower, upper) if s > 0]
 
 
 def check_spatial_size(spatial_shape, divisor=DIVISOR):
     """Raise a ValueError naming the nearest valid sizes if any axis is not a multiple of ``divisor``."""
-    bad = [(axis, size) for axis, size in enumerate(spatial_shape) if size % divisor or size == 0]
+    bad = [(axis, size) for axis, size in enumerate(spatial_shape) if size % divisor or size <= 0]
     if not bad:
         return
     details = "; ".join(
