@@ -7,6 +7,7 @@ Anything else is refused with the name of the offending global; ``trust=True`` l
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import json
@@ -80,7 +81,7 @@ _PLAIN_GLOBALS = dict(_NUMPY_GLOBALS, **{
     "builtins.complex": complex,
     "builtins.slice": slice,
     "builtins.range": range,
-    "_codecs.encode": __import__("codecs").encode,
+    "_codecs.encode": codecs.encode,
 })
 _DTYPE_CLASSES = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGSUV"]
 
@@ -126,6 +127,8 @@ def _torch_load(path, trust):
     try:
         with torch.serialization.safe_globals(_torch_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:   # truncated or not a torch file at all
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}). Download it again.") from None
     except pickle.UnpicklingError as error:
         offending = _unsafe_globals(path)
         if offending is None and "GLOBAL" not in str(error):
@@ -266,8 +269,11 @@ def save_safetensors(checkpoint, path, metadata=None):
     header.update({str(k): str(v) for k, v in (metadata or {}).items()})
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    save_model(model, str(tmp), metadata=header)
-    tmp.replace(path)
+    try:
+        save_model(model, str(tmp), metadata=header)
+        tmp.replace(path)                      # never a half-written file under the final name
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

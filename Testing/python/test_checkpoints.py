@@ -122,6 +122,10 @@ def test_corrupt_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "junk.model")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "absent.pth")
+    torch.save(NNMambaSeg(channels=8).state_dict(), tmp_path / "whole.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated.pth: not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "truncated.pth")
     (tmp_path / "junk.safetensors").write_bytes(b"12345678garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_checkpoint(tmp_path / "junk.safetensors")

@@ -21,9 +21,9 @@ from .reference import selective_scan_reference
 BACKENDS = ("cuda", "numba", "torch", "reference")
 ENV_VAR = "NNMAMBA_SCAN_BACKEND"
 
-_IMPLEMENTATIONS = {
+# Back ends without a native reverse scan; numba has one and is called directly.
+_FORWARD_ONLY = {
     "cuda": selective_scan_cuda,
-    "numba": selective_scan_numba,
     "torch": selective_scan_chunked,
     "reference": selective_scan_reference,
 }
@@ -103,7 +103,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     _last_choice = choice
     if choice.backend == "numba":
         return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
-    return reversed_scan(_IMPLEMENTATIONS[choice.backend], reverse, u, delta, A, B, C, D, z, delta_bias,
+    return reversed_scan(_FORWARD_ONLY[choice.backend], reverse, u, delta, A, B, C, D, z, delta_bias,
                          delta_softplus)
 
 
