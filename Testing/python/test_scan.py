@@ -166,3 +166,16 @@ def test_reverse_scan_equals_flipped_scan(backend):
     flipped = {k: (v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v) for k, v in args.items()}
     expected = selective_scan_reference(**flipped).flip(-1)
     assert relative_error(ssm.selective_scan(**args, backend=backend, reverse=True), expected) <= 1e-5
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 5, 8, 13])
+def test_log_depth_chunk_carry_equals_the_recurrence(n_chunks):
+    """The GPU's chunk carry (log-depth scan) against the CPU's (plain recurrence)."""
+    from nnmamba.ssm import chunked
+
+    g = torch.Generator().manual_seed(n_chunks)
+    P = torch.rand(2, n_chunks, 3, 4, generator=g, dtype=torch.float64)
+    E = torch.randn(2, n_chunks, 3, 4, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    expected = chunked._chunk_entries(P, E, h0, log_depth=False)
+    assert torch.allclose(chunked._chunk_entries(P, E, h0, log_depth=True), expected, atol=1e-12)
