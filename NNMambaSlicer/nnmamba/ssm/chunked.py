@@ -126,11 +126,13 @@ def _chunk_entries(chunk_decay, ends, state_in, log_depth=None):
 
     On CPU the plain recurrence (a segment has few chunks, each step is cheap). Elsewhere a log-depth
     (Hillis-Steele) scan over the affine maps h ↦ P·h + e: ⌈log2 c⌉ steps instead of c, which matters on GPUs,
-    where every sequential step is a kernel launch (1.4x faster network on an H200). Only products of decays
-    ≤ 1 are formed.
+    where every sequential step is a kernel launch (the network with this scan: 106 → 29 ms on an H200).
+    Only products of decays ≤ 1 are formed.
     """
     P, E = chunk_decay, ends
-    if not (P.device.type != "cpu" if log_depth is None else log_depth):
+    if log_depth is None:
+        log_depth = P.device.type != "cpu"
+    if not log_depth:
         entries, h = [state_in], state_in
         for c in range(P.shape[1] - 1):
             h = torch.addcmul(E[:, c], P[:, c], h)
