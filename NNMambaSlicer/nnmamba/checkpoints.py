@@ -106,7 +106,7 @@ class PlainDataUnpickler(pickle.Unpickler):
 def load_plans(path, trust=False):
     """Read an nnU-Net v1 ``.pkl`` (plans or a ``.model.pkl`` sidecar) with the plain-data unpickler."""
     path = Path(path)
-    data = _read_file(path)
+    data = _require_file(path).read_bytes()
     try:
         if trust:
             return pickle.loads(data)
@@ -149,10 +149,10 @@ def _unsafe_globals(path):
         return None
 
 
-def _read_file(path):
+def _require_file(path):
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file not found: {path}")
-    return path.read_bytes()
+    return path
 
 
 # ------------------------------------------------------------------------------------------ state_dict handling
@@ -240,8 +240,7 @@ def load_checkpoint(path, trust=False, plans_path=None):
 
     The plans come from ``plans_path`` or, for nnU-Net files, the ``<file>.pkl`` sidecar when present.
     """
-    path = Path(path)
-    _read_file(path)
+    path = _require_file(Path(path))
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     obj = _torch_load(path, trust)

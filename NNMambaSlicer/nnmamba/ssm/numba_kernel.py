@@ -16,8 +16,9 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-MAX_STATE = 64   # d_state up to this runs in the kernel (Mamba uses 8 or 16)
+from .common import check_shapes, prepare_delta, reversed_scan
 
+MAX_STATE = 64   # d_state up to this runs in the kernel (Mamba uses 8 or 16)
 
 
 def numba_available():
@@ -30,8 +31,6 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     The kernel's exp assumes Δ·A ≤ 0 (always true for Mamba: Δ = softplus(·) ≥ 0, A = -exp(A_log) < 0);
     inputs that break this, or d_state > MAX_STATE, are handed to the chunked PyTorch scan.
     """
-    from .common import check_shapes
-
     check_shapes(u, delta, A, B, C)
     batch, dim, length = u.shape
     f32 = torch.float32
@@ -39,14 +38,9 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if A_.numel() and (A_.max() > 0 or A_.shape[1] > MAX_STATE
                        or (not delta_softplus and delta.numel() and delta.min() < 0)):
         from .chunked import selective_scan_chunked
-        from .common import reversed_scan
 
         return reversed_scan(selective_scan_chunked, reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    delta = delta.detach().float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.detach().float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = prepare_delta(delta.detach(), None if delta_bias is None else delta_bias.detach(), delta_softplus, f32)
     gate = None if z is None else F.silu(z.detach().float())
     y = torch.empty(batch, dim, length, dtype=f32)
     if y.numel():
