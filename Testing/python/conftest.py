@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,3 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def _seed_and_clean_env(monkeypatch):
     torch.manual_seed(0)
     monkeypatch.delenv("NNMAMBA_SCAN_BACKEND", raising=False)
-
-
-def has_cuda():
-    return torch.cuda.is_available()
-
-
-def env_flag(name):
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
