@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .chunked import selective_scan_chunked
-from .common import reversed_scan
+from .common import needs_gradient, reversed_scan
 from .cuda import cuda_scan_kernel, selective_scan_cuda
 from .numba_kernel import numba_available, selective_scan_numba
 from .reference import selective_scan_reference
@@ -97,9 +97,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     flipping the output back, which is how back ends without a native reverse scan run it.
     """
     global _last_choice
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
-    choice = choose_backend(u.device, backend, needs_grad, u.dtype)
+    choice = choose_backend(u.device, backend, needs_gradient(u, delta, A, B, C, D, z, delta_bias), u.dtype)
     _last_choice = choice
     if choice.backend == "numba":
         return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)

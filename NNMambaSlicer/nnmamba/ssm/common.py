@@ -6,6 +6,11 @@ import torch
 import torch.nn.functional as F
 
 
+def needs_gradient(*tensors):
+    """Whether autograd will need to differentiate through an op on these (optional) tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def compute_dtype(tensor):
     """float64 stays float64; everything else is computed in float32, as mamba-ssm does."""
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32

@@ -11,6 +11,7 @@ any tensor.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -21,6 +22,7 @@ from .common import check_shapes, prepare_delta, reversed_scan
 MAX_STATE = 64   # d_state up to this runs in the kernel (Mamba uses 8 or 16)
 
 
+@functools.cache
 def numba_available():
     return importlib.util.find_spec("numba") is not None
 
