@@ -1,0 +1,31 @@
+"""The preparation every task shares: checks, reorientation, resampling and normalisation, per the package."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..imaging import Volume, check_volume, normalize, reorient, resample_for_model
+from ..predictor import NetworkPredictor
+
+
+class PreparedInput(NamedTuple):
+    network: Volume        # normalised image on the grid the network sees
+    reorientation: Any     # exact axis permutation/flip from the input grid (undo_array maps results back)
+    resampling: Any        # from the reoriented grid to the network grid (and back)
+    source: Volume         # the input as given
+
+
+def prepare_input(package, volume, name="image"):
+    spec = package.input
+    check_volume(volume, name=name, expected_channels=package.network["in_channels"])
+    oriented, reorientation = reorient(volume, spec.get("orientation", "as-stored"))
+    resampled, resampling = resample_for_model(oriented, spec.get("resampling", {"mode": "none"}))
+    normalised = normalize(resampled.array, spec.get("normalization", {"scheme": "none"}))
+    return PreparedInput(Volume(normalised, resampled.geometry), reorientation, resampling, volume)
+
+
+def make_predictor(package, device="auto", mirroring=None, notify=None):
+    """The package's network, loaded (weights verified) and prepared for ``device``."""
+    settings = package.inference
+    return NetworkPredictor(package.build_model(), device=device, activation=settings["activation"],
+                            mirroring=settings["mirroring"] if mirroring is None else mirroring, notify=notify)

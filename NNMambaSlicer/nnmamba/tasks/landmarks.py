@@ -1,0 +1,77 @@
+"""Landmarks: heatmap peaks → physical LPS positions, a confidence per landmark, and the measurement lines."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..inference import ProbabilitySink, sliding_window_predict
+from .common import make_predictor, prepare_input
+
+
+@dataclass
+class LandmarkResult:
+    points: list      # {"label", "position" [x, y, z] LPS mm, "confidence" 0..1, "peak", "description"}
+    lines: list       # {"name", "from", "to", "length" mm, "description"}
+    seconds: float
+    notes: list = field(default_factory=list)
+
+    def position(self, label):
+        return next(np.asarray(p["position"]) for p in self.points if p["label"] == label)
+
+
+def detect_landmarks(package, volume, device="auto", refine=None, progress=None, cancel=None, predictor=None):
+    """Run a landmark ``package`` on ``volume``. ``refine`` overrides the package's decoding ("none" | "quadratic")."""
+    if package.task != "landmarks":
+        raise ValueError(f"Model {package.id!r} is a {package.task} model, not a landmark model.")
+    started = time.perf_counter()
+    outputs = package.outputs
+    decoding = outputs.get("decoding", {})
+    refine = refine or decoding.get("refine", "none")
+    if refine not in ("none", "quadratic"):
+        raise ValueError(f"Unknown landmark refinement {refine!r}; use 'none' or 'quadratic'.")
+    prepared = prepare_input(package, volume)
+    resampling = package.input.get("resampling", {"mode": "none"})
+    shape = prepared.network.array.shape[1:]
+    # A fixed-shape model sees the whole resized volume at once; otherwise tile with the package's patch.
+    patch = shape if resampling["mode"] == "shape" else package.input["patch_size"][::-1]
+    predictor = predictor or make_predictor(package, device)
+    heatmaps = sliding_window_predict(prepared.network.array, predictor, patch, package.network["out_channels"],
+                                      overlap=package.inference["overlap"], sink=ProbabilitySink(np.float32),
+                                      progress=progress, cancel=cancel)
+    scale = float(decoding.get("peak_scale", 255.0))
+    points = []
+    for heatmap, landmark in zip(heatmaps, outputs["landmarks"]):
+        peak_index = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        peak = float(heatmap[peak_index])
+        kji = np.array(peak_index, dtype=float)
+        if refine == "quadratic":
+            kji += _parabola_offsets(heatmap, peak_index)
+        position = prepared.resampling.landmark_to_lps(kji)  # LFC's axis convention or the physical one
+        points.append({"label": landmark["name"], "position": [float(v) for v in position],
+                       "confidence": float(np.clip(peak / scale, 0.0, 1.0)), "peak": peak,
+                       "description": landmark.get("description", "")})
+    result = LandmarkResult(points, [], 0.0)
+    for line in outputs.get("lines", []):
+        length = float(np.linalg.norm(result.position(line["from"]) - result.position(line["to"])))
+        result.lines.append({"name": line["name"], "from": line["from"], "to": line["to"], "length": length,
+                             "description": line.get("description", "")})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _parabola_offsets(heatmap, peak):
+    """Sub-voxel peak per axis from a parabola through the peak and its two neighbours (0 at the border)."""
+    offsets = np.zeros(3)
+    for axis in range(3):
+        if 0 < peak[axis] < heatmap.shape[axis] - 1:
+            before, after = list(peak), list(peak)
+            before[axis] -= 1
+            after[axis] += 1
+            a, b, c = float(heatmap[tuple(before)]), float(heatmap[peak]), float(heatmap[tuple(after)])
+            curvature = a - 2 * b + c
+            if curvature < 0:
+                offsets[axis] = np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)
+    return offsets

@@ -1,0 +1,62 @@
+"""Full-volume segmentation: a label map on the input's exact grid, with the package's label metadata."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..inference import ArgmaxSink, ProbabilitySink, sliding_window_predict
+from .common import make_predictor, prepare_input
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray          # (K, J, I) on the input grid
+    geometry: object            # the input's Geometry
+    segments: list              # model.json outputs.labels
+    regions: list               # model.json outputs.regions (overlapping unions of labels)
+    seconds: dict = field(default_factory=dict)  # preprocess / network / sliding window overhead / map back
+    notes: list = field(default_factory=list)
+
+
+def segment_volume(package, volume, device="auto", overlap=None, mirroring=None, tile_batch=1, progress=None,
+                   cancel=None, predictor=None, notify=None):
+    """Segment ``volume`` with a segmentation ``package``; raises :class:`~nnmamba.progress.Cancelled` if
+    ``cancel`` is set between tiles."""
+    if package.task != "segmentation":
+        raise ValueError(f"Model {package.id!r} is a {package.task} model, not a segmentation model.")
+    notes = []
+
+    def note(message):
+        notes.append(message)
+        if notify:
+            notify(message)
+
+    started = time.perf_counter()
+    prepared = prepare_input(package, volume)
+    prepared_at = time.perf_counter()
+    predictor = predictor or make_predictor(package, device, mirroring, note)
+    network_before = predictor.network_seconds
+    on_input_grid = prepared.resampling.is_identity
+    # Without resampling, the argmax is all we need; otherwise keep (float16) probabilities to resample them.
+    sink = ArgmaxSink() if on_input_grid else ProbabilitySink()
+    out = sliding_window_predict(prepared.network.array, predictor, package.input["patch_size"][::-1],
+                                 package.network["out_channels"], overlap=package.inference["overlap"]
+                                 if overlap is None else overlap, sink=sink, tile_batch=tile_batch,
+                                 progress=progress, cancel=cancel)
+    windowed_at = time.perf_counter()
+    if on_input_grid:
+        labels = out
+    else:
+        labels = prepared.resampling.probabilities_to_input(lambda c: out[c], len(out))
+        del out
+    labels = prepared.reorientation.undo_array(labels)
+    finished = time.perf_counter()
+    network = predictor.network_seconds - network_before
+    seconds = {"preprocess": prepared_at - started, "network": network,
+               "sliding_window_overhead": windowed_at - prepared_at - network, "map_back": finished - windowed_at,
+               "total": finished - started}
+    return SegmentationResult(np.ascontiguousarray(labels), volume.geometry, list(package.outputs["labels"]),
+                              list(package.outputs.get("regions", [])), seconds, notes)
