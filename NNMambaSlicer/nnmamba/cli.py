@@ -1,7 +1,7 @@
 """The ``nnmamba`` command.
 
 Exit codes: 0 success; 1 unexpected failure; 2 bad input or usage; 3 a file refused as unsafe to unpickle;
-4 the requested device or back end is not available.
+4 the requested device or back end is not available; 130 cancelled (Ctrl-C), nothing written.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_UNSAFE, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_UNSAFE, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 
 
 def main(argv=None):
@@ -21,6 +21,7 @@ def main(argv=None):
         parser.print_help()
         return EXIT_BAD_INPUT
     from .checkpoints import CheckpointError, UnsafeCheckpointError
+    from .progress import Cancelled
     from .runtime import retain_freed_memory
 
     retain_freed_memory()
@@ -33,6 +34,8 @@ def main(argv=None):
         return _fail(error, EXIT_BAD_INPUT)
     except RuntimeError as error:
         return _fail(error, EXIT_UNAVAILABLE)
+    except (Cancelled, KeyboardInterrupt):
+        return _fail("cancelled; no output was written.", EXIT_CANCELLED)
 
 
 def _fail(error, code):
@@ -69,7 +72,50 @@ def build_parser():
     convert.add_argument("output", help="the .safetensors file to write")
     _trust_option(convert)
     convert.set_defaults(handler=cmd_convert)
+
+    _models_commands(sub)
+    from .cli_predict import register_predict
+
+    predict = register_predict(sub, _device_option)
+    predict.set_defaults(handler=lambda args: predict.print_help() or EXIT_BAD_INPUT)
     return parser
+
+
+def _models_commands(sub):
+    models = sub.add_parser("models", help="list, import and verify model packages")
+    models.set_defaults(handler=lambda args: models.print_help() or EXIT_BAD_INPUT)
+    commands = models.add_subparsers(title="models commands")
+
+    listing = commands.add_parser("list", help="installed model packages and catalog models not yet imported")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_models_list)
+
+    imp = commands.add_parser("import", help="turn an official checkpoint or nnU-Net v1 result folder into a package")
+    imp.add_argument("source", help="checkpoint file (.model, .pth, .safetensors) or nnU-Net v1 result folder")
+    imp.add_argument("--preset", help="task metadata to apply (see `nnmamba models presets`)")
+    imp.add_argument("--catalog", metavar="ID", help="catalog id of the model (sets the preset; checks the sha256)")
+    imp.add_argument("--out", metavar="DIR", help="models folder to write <id>/ into (default: the user models "
+                     "folder, $NNMAMBA_MODELS_DIR or ~/.nnmamba/models)")
+    imp.add_argument("--plans", metavar="FILE", help="nnU-Net plans .pkl (default: plans.pkl of the result folder "
+                     "or the <checkpoint>.pkl next to the checkpoint)")
+    imp.add_argument("--id", dest="model_id", help="id of the new package (default: from the preset or catalog)")
+    imp.add_argument("--fold", help="result folders: 'all' or a fold number (default: all, else the lowest fold)")
+    imp.add_argument("--checkpoint", help="result folders: checkpoint name (default: model_final_checkpoint)")
+    imp.add_argument("--spacing", nargs=3, type=float, metavar=("I", "J", "K"), help="target spacing in mm")
+    imp.add_argument("--patch-size", nargs=3, type=int, metavar=("I", "J", "K"), help="patch size (multiples of 16)")
+    imp.add_argument("--ct-constants", nargs=4, type=float, metavar=("LOW", "HIGH", "MEAN", "STD"),
+                     help="CT normalisation: clip range and z-score constants of the training set")
+    imp.add_argument("--force", action="store_true", help="replace an existing package with the same id")
+    _trust_option(imp)
+    imp.set_defaults(handler=cmd_models_import)
+
+    verify = commands.add_parser("verify", help="check a package: model.json schema and rules, weights sha256")
+    verify.add_argument("package", help="package folder, .zip or installed model id")
+    verify.add_argument("--load", action="store_true", help="also build the network and load the weights strictly")
+    verify.set_defaults(handler=cmd_models_verify)
+
+    presets = commands.add_parser("presets", help="the import presets")
+    presets.set_defaults(handler=cmd_models_presets)
 
 
 def _device_option(parser):
@@ -150,3 +196,66 @@ def cmd_convert(args):
     path = save_safetensors(loaded, args.output)
     print(f"Wrote {path} ({loaded.architecture.network}, variant {loaded.architecture.variant}, "
           f"{loaded.architecture.in_channels} in, {loaded.architecture.num_classes} out)")
+
+
+def cmd_models_list(args):
+    from .modelpkg import find_packages, load_catalog
+
+    problems = []
+    rows = [{"id": p.id, "version": p.version, "task": p.task, "name": p.name, "status": p.origin,
+             "where": str(p.root)} for p in find_packages(problems=problems)]
+    rows += [{"id": path.name, "version": None, "task": None, "name": None, "status": "invalid", "where": str(path),
+              "problem": message} for path, message in problems]
+    installed = {row["id"] for row in rows}
+    rows += [{"id": e["id"], "version": e["version"], "task": e["task"], "name": e.get("name", e["id"]),
+              "status": "not installed", "where": e["obtain"].get("url") or e["obtain"]["instructions"],
+              "preset": e["preset"]} for e in load_catalog() if e["id"] not in installed]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("No models installed and no catalog found.")
+        return
+    table = [{"id": "ID", "version": "VERSION", "task": "TASK", "status": "STATUS", "where": "WHERE"}] + rows
+    columns = ("id", "version", "task", "status")
+    widths = [max(len(str(row[key] or "-")) for row in table) for key in columns]
+    for row in table:
+        print("  ".join([str(row[key] or "-").ljust(width) for key, width in zip(columns, widths)] + [row["where"]]))
+    if any(row["status"] == "not installed" for row in rows):
+        print("\nNot installed: download the files by hand, then `nnmamba models import FILE_OR_FOLDER --catalog ID`.")
+    for row in rows:
+        if row["status"] == "invalid":
+            print(f"\n{row['problem']}", file=sys.stderr)
+
+
+def cmd_models_import(args):
+    from .importers import import_source
+
+    overrides = {"spacing": args.spacing, "patch_size": args.patch_size, "ct_constants": args.ct_constants}
+    package = import_source(args.source, preset=args.preset, catalog_id=args.catalog, out_dir=args.out,
+                            plans=args.plans, trust=args.trust, model_id=args.model_id, fold=args.fold,
+                            checkpoint=args.checkpoint, overwrite=args.force,
+                            **{key: value for key, value in overrides.items() if value is not None})
+    net = package.network
+    print(f"Imported {package.id} {package.version} ({package.task}; {net['class']} {net['variant']}, "
+          f"{net['in_channels']} in, {net['out_channels']} out) to {package.root}")
+    for note in package.provenance.get("notes", []):
+        print(f"note: {note}")
+
+
+def cmd_models_verify(args):
+    from .modelpkg import resolve_model
+
+    package = resolve_model(args.package, verify=True)
+    checks = "schema and rules valid, weights sha256 matches"
+    if args.load:
+        package.build_model()
+        checks += ", weights load strictly"
+    print(f"OK {package.id} {package.version} ({package.task}) at {package.root}: {checks}")
+
+
+def cmd_models_presets(args):
+    from .presets import PRESETS
+
+    for name, preset in PRESETS.items():
+        print(f"{name:<22} {preset.title}: needs {preset.expectation()}")

@@ -56,8 +56,11 @@ class ArgmaxSink:
         self.labels = np.zeros(shape, dtype=dtype)
         self._view = np.moveaxis(self.labels, stream_axis, 0)
 
-    def consume(self, rows, probabilities):
-        self._view[rows] = probabilities.argmax(axis=0)
+    def consume(self, rows, accumulated, weights):
+        # Every class of a voxel shares its weight sum, so the argmax needs no division. Row by row, because
+        # numpy's argmax over axis 0 first copies its whole input with that axis last.
+        for row in range(rows.stop - rows.start):
+            self._view[rows.start + row] = accumulated[:, row].argmax(axis=0)
 
     def result(self):
         return self.labels
@@ -74,8 +77,9 @@ class ProbabilitySink:
         self.probabilities = np.zeros((num_outputs, *shape), dtype=self.dtype)
         self._view = np.moveaxis(self.probabilities, 1 + stream_axis, 1)
 
-    def consume(self, rows, probabilities):
-        self._view[:, rows] = probabilities
+    def consume(self, rows, accumulated, weights):
+        for channel, values in enumerate(accumulated):  # one channel at a time: no full-slab temporary
+            self._view[channel, rows] = values / weights
 
     def result(self):
         return self.probabilities
@@ -121,16 +125,12 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
     def finalize(stop):
         rows = stop - origin
         if rows > 0:
-            sink.consume(slice(origin, stop), accumulated[:, :rows] / weights[:rows])
+            sink.consume(slice(origin, stop), accumulated[:, :rows], weights[:rows])
 
     for s0 in starts[0]:
         if s0 > origin:  # rows before s0 are complete: hand them over, then slide the slab forward
             finalize(s0)
-            shift = s0 - origin
-            accumulated[:, :depth - shift] = accumulated[:, shift:]
-            accumulated[:, depth - shift:] = 0
-            weights[:depth - shift] = weights[shift:]
-            weights[depth - shift:] = 0
+            _slide(accumulated, weights, s0 - origin)
             origin = s0
         corners = [(s0, a0, b0) for a0 in starts[1] for b0 in starts[2]]
         for first in range(0, len(corners), tile_batch):
@@ -143,6 +143,17 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
             tracker.advance(len(batch_corners))
     finalize(stream_shape[0])
     return sink.result()
+
+
+def _slide(accumulated, weights, shift):
+    """Move rows shift.. to the front and clear the rest, row by row: a single overlapping assignment would make
+    numpy copy the whole slab first."""
+    depth = weights.shape[0]
+    for row in range(depth - shift):
+        accumulated[:, row] = accumulated[:, row + shift]
+        weights[row] = weights[row + shift]
+    accumulated[:, max(depth - shift, 0):] = 0
+    weights[max(depth - shift, 0):] = 0
 
 
 def _extract_tile(stream_image, corner, patch):

@@ -73,9 +73,9 @@ def test_slabs_arrive_in_order_and_each_voxel_once():
     seen = []
 
     class RecordingSink(ArgmaxSink):
-        def consume(self, rows, probabilities):
-            seen.append((rows.start, rows.stop, probabilities.shape))
-            super().consume(rows, probabilities)
+        def consume(self, rows, accumulated, weights):
+            seen.append((rows.start, rows.stop, accumulated.shape))
+            super().consume(rows, accumulated, weights)
 
     image = np.zeros((2, 30, 70, 20), dtype=np.float32)
     sliding_window_predict(image, voxelwise_softmax, (16, 16, 16), 3, overlap=0.5, sink=RecordingSink())

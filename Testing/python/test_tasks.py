@@ -238,6 +238,15 @@ def test_classification_probabilities_and_decision(packages):
     assert result.decision == ("AD" if result.probabilities[1] >= 0.5 else "NC")
 
 
+def test_a_classifier_trained_on_nibabel_arrays_sees_ijk_order(tmp_path):
+    package = classification_package(tmp_path / "adni-like", axis_order="ijk")
+    seen = []
+    predictor = VoxelwisePredictor(lambda batch: seen.append(batch.shape) or np.zeros((len(batch), 1)))
+    image = np.random.default_rng(0).random((1, 24, 28, 20)).astype(np.float32)  # C, K, J, I
+    classify_volume(package, volume_from_array(image, BASE), predictor=predictor)
+    assert seen == [(1, 1, 20, 28, 24)]
+
+
 def test_decision_rules():
     assert decide(np.array([0.0]), ["NC", "AD"], {"rule": "sigmoid-threshold", "threshold": 0.5})[1] == "AD"
     probabilities, decision = decide(np.array([-1.0]), ["NC", "AD"], {"rule": "sigmoid-threshold", "threshold": 0.2})

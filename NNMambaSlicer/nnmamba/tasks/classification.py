@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .common import make_predictor, prepare_input
+from .common import make_predictor, network_input, prepare_input
 
 
 @dataclass
@@ -35,7 +35,7 @@ def classify_volume(package, volume, device="auto", predictor=None):
     started = time.perf_counter()
     prepared = prepare_input(package, volume)
     predictor = predictor or make_predictor(package, device, mirroring=False)
-    logits = np.asarray(predictor(prepared.network.array[None]), dtype=np.float64).reshape(-1)
+    logits = np.asarray(predictor(network_input(package, prepared)[None]), dtype=np.float64).reshape(-1)
     classes = list(package.outputs["classes"])
     rule = dict(package.outputs["decision"])
     probabilities, decision = decide(logits, classes, rule)

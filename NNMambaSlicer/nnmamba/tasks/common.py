@@ -17,11 +17,20 @@ class PreparedInput(NamedTuple):
 
 def prepare_input(package, volume, name="image"):
     spec = package.input
+    if spec.get("axis_order", "kji") != "kji" and package.task != "classification":
+        raise ValueError(f"Model {package.id!r}: input.axis_order {spec['axis_order']!r} is supported for "
+                         "classification models only; set it to 'kji' (SimpleITK's array order).")
     check_volume(volume, name=name, expected_channels=package.network["in_channels"])
     oriented, reorientation = reorient(volume, spec.get("orientation", "as-stored"))
     resampled, resampling = resample_for_model(oriented, spec.get("resampling", {"mode": "none"}))
     normalised = normalize(resampled.array, spec.get("normalization", {"scheme": "none"}))
     return PreparedInput(Volume(normalised, resampled.geometry), reorientation, resampling, volume)
+
+
+def network_input(package, prepared):
+    """The array the network sees: (C, K, J, I), or (C, I, J, K) for models trained on nibabel's array order."""
+    array = prepared.network.array
+    return array.transpose(0, 3, 2, 1) if package.input.get("axis_order", "kji") == "ijk" else array
 
 
 def make_predictor(package, device="auto", mirroring=None, notify=None):

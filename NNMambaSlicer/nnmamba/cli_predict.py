@@ -1,0 +1,173 @@
+"""``nnmamba predict {segment,click,landmarks,classify}``: file in, Slicer-native file out.
+
+Outputs are written only when the work is complete (and atomically), so an error, a Ctrl-C or a cancelled
+job never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def register_predict(sub, device_option):
+    predict = sub.add_parser("predict", help="run a model on an image file and write Slicer-native results")
+    tasks = predict.add_subparsers(title="tasks")
+
+    def task_parser(name, help_text, handler, output_help):
+        parser = tasks.add_parser(name, help=help_text)
+        parser.add_argument("--model", required=True, help="model package folder/zip, or an installed model id")
+        parser.add_argument("--input", required=True, nargs="+", type=Path,
+                            help="image file (NIfTI, NRRD, MHA) or DICOM series folder; one per input channel")
+        parser.add_argument("--output", required=True, type=Path, help=output_help)
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        device_option(parser)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    segment = task_parser("segment", "label every voxel", cmd_segment, "the .seg.nrrd to write")
+    segment.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (model default: 0.5)")
+    segment.add_argument("--mirroring", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    segment.add_argument("--tile-batch", type=int, default=1, help="tiles per network pass")
+
+    click = task_parser("click", "segment the structure under points", cmd_click, "the .seg.nrrd to write")
+    click.add_argument("--point", required=True, action="append", nargs=3, type=float, metavar=("X", "Y", "Z"),
+                       help="a point on the structure, in mm (LPS unless --ras); repeat for more")
+    click.add_argument("--negative", action="append", nargs=3, type=float, default=[], metavar=("X", "Y", "Z"),
+                       help="a point on a structure to leave out; repeat for more")
+    click.add_argument("--ras", action="store_true", help="points are RAS (Slicer's display coordinates)")
+
+    landmarks = task_parser("landmarks", "find landmarks and measure the lines between them", cmd_landmarks,
+                            "the .mrk.json to write")
+    landmarks.add_argument("--refine", choices=("none", "quadratic"), help="sub-voxel peak refinement")
+    landmarks.add_argument("--csv", type=Path, help="also write the points and line lengths as CSV")
+
+    classify = task_parser("classify", "class probabilities and the decision", cmd_classify, "the .json to write")
+    classify.add_argument("--csv", type=Path, help="also write a CSV table (one row per class)")
+    return predict
+
+
+def _load(args, task):
+    from .imaging import read_channels, read_image
+    from .modelpkg import resolve_model
+
+    package = resolve_model(str(args.model))
+    if package.task != task:
+        raise ValueError(f"Model {package.id!r} is a {package.task} model; 'predict {_COMMAND[task]}' needs a "
+                         f"{task} model.")
+    paths = args.input
+    volume = read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
+    return package, volume
+
+
+_COMMAND = {"segmentation": "segment", "landmarks": "landmarks", "classification": "classify"}
+
+
+class _ProgressBar:
+    """A tqdm bar driven by the tasks' (fraction, eta, message) callback."""
+
+    def __init__(self, quiet, description):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, disable=quiet, desc=description, unit="‰", file=sys.stderr,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def __call__(self, fraction, eta, message):
+        self.bar.update(round(fraction * 1000) - self.bar.n)
+
+    def close(self):
+        self.bar.close()
+
+
+def _notify(message):
+    print(f"nnmamba: {message}", file=sys.stderr)
+
+
+def cmd_segment(args):
+    from .formats import write_segmentation
+    from .tasks import segment_volume
+
+    package, volume = _load(args, "segmentation")
+    bar = _ProgressBar(args.quiet, f"segment with {package.id}")
+    try:
+        result = segment_volume(package, volume, device=args.device, overlap=args.overlap,
+                                mirroring=args.mirroring or None, tile_batch=args.tile_batch, progress=bar,
+                                notify=_notify)
+    finally:
+        bar.close()
+    write_segmentation(args.output, result.labels, result.geometry, result.segments, result.regions)
+    counts = np.bincount(result.labels.reshape(-1), minlength=package.network["out_channels"])
+    found = [f"{s['name']} ({counts[s['value']]} voxels)" for s in result.segments if counts[s["value"]]]
+    print(f"{args.output}: {len(found)} of {len(result.segments)} structures found in "
+          f"{result.seconds['total']:.1f} s" + (": " + ", ".join(found) if found else ""))
+
+
+def cmd_click(args):
+    from .formats import write_segmentation
+    from .geometry import ras_to_lps
+    from .tasks import ClickSession
+
+    package, volume = _load(args, "segmentation")
+    convert = ras_to_lps if args.ras else np.asarray
+    session = ClickSession(package, volume, device=args.device, notify=_notify)
+    result = session.segment_at(convert(args.point), convert(args.negative) if args.negative else ())
+    for note in result.notes:
+        _notify(note)
+    if result.label == 0:
+        raise ValueError("No structure under the point(s): the model sees background there. Click on the "
+                         "structure, or use 'predict segment'.")
+    label = next(s for s in package.outputs["labels"] if s["value"] == result.label)
+    segment = dict(label, value=1)
+    write_segmentation(args.output, result.mask, volume.geometry, [segment], offset=result.offset)
+    print(f"{args.output}: {label['name']}, {int(result.mask.sum())} voxels, {result.network_passes} network "
+          f"pass(es), {result.seconds:.2f} s")
+
+
+def cmd_landmarks(args):
+    from .formats import write_landmarks
+    from .tasks import detect_landmarks
+
+    package, volume = _load(args, "landmarks")
+    bar = _ProgressBar(args.quiet, f"landmarks with {package.id}")
+    try:
+        result = detect_landmarks(package, volume, device=args.device, refine=args.refine, progress=bar)
+    finally:
+        bar.close()
+    points = [{"label": p["label"], "position": p["position"], "description": f"confidence {p['confidence']:.2f}"}
+              for p in result.points]
+    write_landmarks(args.output, points, result.lines)
+    if args.csv:
+        _write_landmark_csv(args.csv, result)
+    for line in result.lines:
+        print(f"{line['name']}: {line['length']:.1f} mm")
+    print(f"{args.output}: {len(result.points)} landmarks in {result.seconds:.1f} s")
+
+
+def _write_landmark_csv(path, result):
+    import csv
+
+    from .formats import atomic_write
+
+    with atomic_write(path) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "kind", "x_lps", "y_lps", "z_lps", "confidence", "length_mm"])
+        for p in result.points:
+            writer.writerow([p["label"], "point", *(f"{v:.3f}" for v in p["position"]), f"{p['confidence']:.3f}", ""])
+        for line in result.lines:
+            writer.writerow([line["name"], "line", "", "", "", "", f"{line['length']:.3f}"])
+
+
+def cmd_classify(args):
+    from .formats import write_classification_csv, write_classification_json
+    from .tasks import classify_volume
+
+    package, volume = _load(args, "classification")
+    result = classify_volume(package, volume, device=args.device)
+    document = result.as_dict(package, args.input[0])
+    write_classification_json(args.output, document)
+    if args.csv:
+        write_classification_csv(args.csv, document)
+    table = ", ".join(f"{c} {p:.3f}" for c, p in zip(result.classes, result.probabilities))
+    print(f"{args.output}: {result.decision} ({table})")
