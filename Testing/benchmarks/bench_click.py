@@ -1,11 +1,12 @@
 """Click-to-segment latency against one network pass over one window, measured in the same run.
 
-First click: the network runs on the window that best centres the point, then the structure is extracted and
-mapped to the input grid (goal ≤ 1.2x one window pass). Second click in the same window: answered from the
-cache (goal ≤ 50 ms). The volume is prepared once per session (reading, resampling and normalisation are timed
-apart). The network has random weights, so the "structure" it finds is arbitrary: the window set is held to one
-window (``--max-windows 1``, the case of a structure that fits a window) so that the timing means the same thing
-on every run; each extra window of a larger structure costs one more pass.
+First click (best of three fresh sessions): the network runs on the window that best centres the point, then the
+structure is extracted and mapped to the input grid (goal ≤ 1.2x one window pass on the same voxels). Second
+click in the same window: answered from the cache (goal ≤ 50 ms). The volume is prepared once per session
+(reading, resampling and normalisation are timed apart). The network has random weights, so the "structure" it
+finds is arbitrary: the window set is held to one window (``--max-windows 1``, the case of a structure that fits
+a window) so that the timing means the same thing on every run; each extra window of a larger structure costs one
+more pass.
 
     .venv/bin/python Testing/benchmarks/bench_click.py [--size 256 256 160] [--channels 8] [--patch 128]
 """
@@ -50,14 +51,21 @@ def main():
         t0 = time.perf_counter()
         session = ClickSession(package, volume, device=args.device, max_windows=args.max_windows)
         setup = time.perf_counter() - t0
-        tile = np.zeros((1, 1, *session.patch), dtype=np.float32)
+        image = session.prepared.network.array  # the baseline sees real voxels too (values can change conv speed)
+        tile = np.zeros((1, image.shape[0], *session.patch), dtype=np.float32)
+        corner = [max(0, (n - p) // 2) for n, p in zip(image.shape[1:], session.patch)]
+        data = image[(slice(None), *(slice(c, c + p) for c, p in zip(corner, session.patch)))]
+        tile[(0, slice(None), *(slice(0, n) for n in data.shape[1:]))] = data
         session.predictor(tile)  # warm-up: first-call costs are not what a click pays
         window_pass = best_time(lambda: session.predictor(tile), repeats=3)
 
         centre = volume.geometry.index_to_lps(np.array(args.size) / 2)
-        t0 = time.perf_counter()
-        first = session.segment_at([centre])
-        first_s = time.perf_counter() - t0
+        first_s = float("inf")
+        for _ in range(3):  # best of three fresh sessions (empty caches) sharing the warm network
+            session = ClickSession(package, volume, predictor=session.predictor, max_windows=args.max_windows)
+            t0 = time.perf_counter()
+            first = session.segment_at([centre])
+            first_s = min(first_s, time.perf_counter() - t0)
         nearby = centre + np.array([2.0, -1.5, 1.0])
         second_s = best_time(lambda: session.segment_at([nearby]), repeats=5, warmup=0)
         second = session.segment_at([nearby])

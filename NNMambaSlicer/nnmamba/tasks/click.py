@@ -31,7 +31,7 @@ class ClickResult:
 class ClickSession:
     """One volume and one segmentation model, prepared once; answers clicks given in LPS millimetres."""
 
-    def __init__(self, package, volume, device="auto", predictor=None, max_windows=27, cache_windows=64,
+    def __init__(self, package, volume, device="auto", predictor=None, max_windows=27, cache_bytes=1.5e9,
                  notify=None):
         if package.task != "segmentation":
             raise ValueError(f"Model {package.id!r} is a {package.task} model; click-to-segment needs a "
@@ -43,13 +43,14 @@ class ClickSession:
         image = self.prepared.network.array
         self.shape = image.shape[1:]
         self.patch = fit_patch(self.shape, package.input["patch_size"][::-1])
+        self.num_outputs = package.network["out_channels"]
         self.starts = [tile_starts(s, p, 0.5) for s, p in zip(self.shape, self.patch)]
         self.weight = gaussian_importance(self.patch)
-        self.num_outputs = package.network["out_channels"]
         self.max_windows = max_windows
-        self.cache_windows = max(cache_windows, max_windows)
-        self._windows = OrderedDict()   # lattice index -> float16 probabilities (C, *patch)
-        self._boxes = OrderedDict()     # (lo, hi) -> blended labels of that box of windows
+        window_bytes = 2 * self.num_outputs * int(np.prod(self.patch))  # float16 probabilities of one window
+        self.cache_windows = max(int(cache_bytes // window_bytes), max_windows)
+        self._windows = OrderedDict()   # lattice index -> (float16 probabilities (C, *patch), uint8 argmax)
+        self._boxes = OrderedDict()     # (lo, hi) -> (labels of that box of windows, start, found components)
         self._names = {int(label["value"]): label["name"] for label in package.outputs["labels"]}
 
     def segment_at(self, positive, negative=()):
@@ -95,11 +96,14 @@ class ClickSession:
         home = [_best_window(starts, p, v) for starts, p, v in zip(self.starts, self.patch, voxel)]
         lo, hi = list(home), list(home)
         while True:
-            labels, box_start = self._box_labels(tuple(lo), tuple(hi))
+            labels, box_start, components = self._box_labels(tuple(lo), tuple(hi))
             local = tuple(voxel - box_start)
             label = int(labels[local])
             if label == 0:
                 return None, box_start, 0
+            known = next((c for c in components if c[0][local]), None)
+            if known is not None:
+                return known
             mask = _connected_region(labels, local)
             grown_lo, grown_hi = list(lo), list(hi)
             for axis in range(3):
@@ -109,15 +113,18 @@ class ClickSession:
                 if touches[-1].any() and hi[axis] < len(self.starts[axis]) - 1:
                     grown_hi[axis] += 1
             if (grown_lo, grown_hi) == (lo, hi):
+                components.append((mask, box_start, label))
                 return mask, box_start, label
             if np.prod(np.array(grown_hi) - grown_lo + 1) > self.max_windows:
                 notes.append(f"The structure under the point reaches beyond {self.max_windows} windows; the result "
                              "is cut at their border. Segment the whole volume for this structure.")
+                components.append((mask, box_start, label))
                 return mask, box_start, label
             lo, hi = grown_lo, grown_hi
 
     def _box_labels(self, lo, hi):
-        """Blended labels over the windows lo..hi (lattice indices, inclusive), computing missing windows."""
+        """Labels over the windows lo..hi (lattice indices, inclusive), computing missing windows: one window's
+        own argmax, or the Gaussian blend of several."""
         key = (lo, hi)
         if key in self._boxes:
             self._boxes.move_to_end(key)
@@ -127,19 +134,23 @@ class ClickSession:
         self._compute_windows([index for index in indices if index not in self._windows])
         start = np.array([self.starts[axis][lo[axis]] for axis in range(3)])
         stop = np.array([min(self.starts[axis][hi[axis]] + self.patch[axis], self.shape[axis]) for axis in range(3)])
-        accumulated = np.zeros((self.num_outputs, *(stop - start)), dtype=np.float32)
+        if len(indices) == 1:
+            labels = self._windows[indices[0]][1][tuple(slice(0, n) for n in stop - start)]
+        else:
+            accumulated = np.zeros((self.num_outputs, *(stop - start)), dtype=np.float32)
+            for index in indices:
+                corner = np.array([self.starts[axis][index[axis]] for axis in range(3)]) - start
+                extent = np.minimum(self.patch, stop - start - corner)
+                inside = tuple(slice(0, n) for n in extent)
+                target = (slice(None), *(slice(c, c + n) for c, n in zip(corner, extent)))
+                accumulated[target] += self._windows[index][0][(slice(None), *inside)] * self.weight[inside]
+            labels = _argmax_channels(accumulated)
         for index in indices:
-            corner = np.array([self.starts[axis][index[axis]] for axis in range(3)]) - start
-            extent = np.minimum(self.patch, stop - start - corner)
-            inside = tuple(slice(0, n) for n in extent)
-            target = (slice(None), *(slice(c, c + n) for c, n in zip(corner, extent)))
-            accumulated[target] += self._windows[index][(slice(None), *inside)] * self.weight[inside]
             self._windows.move_to_end(index)
-        labels = accumulated.argmax(axis=0).astype(np.uint8 if self.num_outputs <= 256 else np.uint16)
-        self._boxes[key] = (labels, start)
+        self._boxes[key] = (labels, start, [])
         while len(self._boxes) > 8:
             self._boxes.popitem(last=False)
-        return labels, start
+        return self._boxes[key]
 
     def _compute_windows(self, indices):
         if not indices:
@@ -152,47 +163,80 @@ class ClickSession:
             tile = np.zeros((image.shape[0], *self.patch), dtype=np.float32)
             tile[(slice(None), *(slice(0, n) for n in data.shape[1:]))] = data
             tiles.append(tile)
-        probabilities = self.predictor(np.stack(tiles))
-        for index, output in zip(indices, probabilities):
-            self._windows[index] = output.astype(np.float16)
+        import torch
+
+        probabilities = torch.from_numpy(self.predictor(np.stack(tiles)))
+        labels = probabilities.max(1).indices.to(torch.uint8 if self.num_outputs <= 256 else torch.int16).numpy()
+        halves = probabilities.to(torch.float16).numpy()  # kept for blending with neighbouring windows
+        for index, half, label in zip(indices, halves, labels):
+            self._windows[index] = (half, label)
         while len(self._windows) > self.cache_windows:
             self._windows.popitem(last=False)
 
     def _to_input_grid(self, mask, start):
         """Nearest-neighbour lookup of a network-grid mask (origin ``start``, KJI) for the input voxels around it,
-        cropped to the structure: (mask on the input grid, (i, j, k) offset)."""
-        network, source = self.prepared.network.geometry, self.volume.geometry
-        nonzero = np.argwhere(mask)
-        if not len(nonzero):
+        cropped to the structure: (mask on the input grid, (i, j, k) offset).
+
+        Reorientation permutes/flips axes and resampling scales each axis, so every input axis maps to one network
+        axis: the lookup is one index vector per axis, never a coordinate per voxel.
+        """
+        box = _bounding_box(mask)
+        if box is None:
             return np.zeros((1, 1, 1), np.uint8), (0, 0, 0)
-        lo, hi = nonzero.min(0) + start, nonzero.max(0) + start  # KJI on the network grid
-        corners = np.array([[i, j, k] for i in (lo[2] - 0.5, hi[2] + 0.5) for j in (lo[1] - 0.5, hi[1] + 0.5)
-                            for k in (lo[0] - 0.5, hi[0] + 0.5)])
-        ijk = source.lps_to_index(network.index_to_lps(corners))
-        size = np.array(self.volume.array.shape[:0:-1])
-        first = np.clip(np.floor(ijk.min(0)).astype(int), 0, size - 1)
-        last = np.clip(np.ceil(ijk.max(0)).astype(int), 0, size - 1)
-        grid = np.stack(np.meshgrid(*(np.arange(f, g + 1) for f, g in zip(first[::-1], last[::-1])),
-                                    indexing="ij"), axis=-1)[..., ::-1]  # (K, J, I, 3) as (i, j, k)
+        network, source = self.prepared.network.geometry, self.volume.geometry
         to_network = np.linalg.inv(network.direction @ np.diag(network.spacing)) @ source.direction @ np.diag(
-            source.spacing)
+            source.spacing)  # input (i, j, k) -> network (i, j, k), plus shift
         shift = network.lps_to_index(source.origin)
-        kji = np.rint(grid @ to_network.T + shift)[..., ::-1].astype(int) - start
-        inside = np.all((kji >= 0) & (kji < np.array(mask.shape)), axis=-1)
-        result = np.zeros(inside.shape, dtype=np.uint8)
-        result[inside] = mask[tuple(kji[inside].T)]
-        found = np.argwhere(result)
-        if not len(found):
-            return np.zeros((1, 1, 1), np.uint8), tuple(int(v) for v in first)
-        a, b = found.min(0), found.max(0) + 1
-        cropped = result[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
-        return np.ascontiguousarray(cropped), tuple(int(v) for v in first + a[::-1])
+        axis_of = np.argmax(np.abs(to_network), axis=0)  # network axis fed by each input axis
+        if sorted(axis_of) != [0, 1, 2] or np.abs(to_network).sum() - np.abs(to_network).max(0).sum() > 1e-6:
+            raise ValueError("Internal error: the network grid is not an axis-aligned rescaling of the input grid.")
+        lo, hi = box[0] + start, box[1] - 1 + start  # network KJI, inclusive
+        picks, offset = [], []
+        for axis in range(3):  # input I, J, K
+            array_axis = 2 - axis_of[axis]  # the network array axis it maps to
+            scale, bias = to_network[axis_of[axis], axis], shift[axis_of[axis]]
+            ends = sorted(((lo[array_axis] - 0.5 - bias) / scale, (hi[array_axis] + 0.5 - bias) / scale))
+            size = self.volume.array.shape[3 - axis]
+            index = np.arange(max(int(np.floor(ends[0])), 0), min(int(np.ceil(ends[1])), size - 1) + 1)
+            pick = np.rint(scale * index + bias).astype(int) - start[array_axis]
+            keep = (pick >= 0) & (pick < mask.shape[array_axis])
+            picks.append(pick[keep])
+            offset.append(int(index[keep][0]) if keep.any() else 0)
+        order = [2 - axis_of[2], 2 - axis_of[1], 2 - axis_of[0]]  # network array axes for input K, J, I
+        gathered = mask.transpose(order)[np.ix_(picks[2], picks[1], picks[0])].astype(np.uint8)
+        found = _bounding_box(gathered)
+        if found is None:
+            return np.zeros((1, 1, 1), np.uint8), tuple(offset)
+        a, b = found
+        cropped = gathered[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        return np.ascontiguousarray(cropped), (offset[0] + int(a[2]), offset[1] + int(a[1]), offset[2] + int(a[0]))
 
 
 def _best_window(starts, patch, voxel):
     """The lattice window that holds ``voxel`` closest to its centre."""
     holding = [n for n, s in enumerate(starts) if s <= voxel < s + patch] or [0]
     return min(holding, key=lambda n: abs(voxel - (starts[n] + (patch - 1) / 2)))
+
+
+def _bounding_box(mask):
+    """(first, stop) index arrays of the nonzero voxels of a 3D mask, or None; from the three axis projections,
+    far cheaper than listing every voxel."""
+    first, stop = [], []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not len(hit):
+            return None
+        first.append(hit[0])
+        stop.append(hit[-1] + 1)
+    return np.array(first), np.array(stop)
+
+
+def _argmax_channels(probabilities):
+    """Winning channel per voxel as uint8/uint16, via torch (threaded, and without numpy's axis-0 copy)."""
+    import torch
+
+    dtype = np.uint8 if len(probabilities) <= 256 else np.uint16
+    return torch.from_numpy(np.ascontiguousarray(probabilities)).max(0).indices.numpy().astype(dtype)
 
 
 def _connected_region(labels, seed):

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# GPU checks of the inference engine (the device tool; no internet there): GPU tests (autocast segmentation
+# against the CPU, the out-of-memory fallback), then end-to-end segmentation and click-to-segment timings with
+# the official width (C=32) and the pure-PyTorch scan. Needs the wheels nnmamba depends on (SimpleITK,
+# jsonschema and its helpers, slicerio, pynrrd) for Python 3.12 under $GPU_ASSETS/wheels (default .device/).
+# Logs go to ${OUT:-/tmp/nnmamba-gpu}. About 4 minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+assets=${GPU_ASSETS:-.device}
+out=${OUT:-/tmp/nnmamba-gpu}
+mkdir -p "$out" /tmp/site
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/NNMambaSlicer:$PWD/Testing/python:/tmp/site:${PYTHONPATH:-}"
+py=python3
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+$py -m pip install -q --no-index --no-deps --target /tmp/site "$assets"/wheels/*.whl 2>&1 | tail -2
+$py -m nnmamba info | tee "$out/info.txt"
+timeout 200 $py -m pytest -q -p no:cacheprovider Testing/python/test_gpu.py 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
+timeout 200 $py Testing/benchmarks/bench_segment.py --device cuda --channels 32 2>&1 | tee "$out/bench_segment_cuda.txt"
+timeout 120 $py Testing/benchmarks/bench_click.py --device cuda --channels 32 2>&1 | tee "$out/bench_click_cuda.txt"
