@@ -14,6 +14,6 @@ py=python3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $py -m pip install -q --no-index --no-deps --target /tmp/site "$assets"/wheels/*.whl 2>&1 | tail -2
 $py -m nnmamba info | tee "$out/info.txt"
-timeout 200 $py -m pytest -q -p no:cacheprovider Testing/python/test_gpu.py 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
-timeout 200 $py Testing/benchmarks/bench_segment.py --device cuda --channels 32 2>&1 | tee "$out/bench_segment_cuda.txt"
-timeout 120 $py Testing/benchmarks/bench_click.py --device cuda --channels 32 2>&1 | tee "$out/bench_click_cuda.txt"
+timeout 150 $py -m pytest -q -p no:cacheprovider Testing/python/test_gpu.py 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
+timeout 180 $py Testing/benchmarks/bench_segment.py --device cuda --channels 32 2>&1 | tee "$out/bench_segment_cuda.txt"
+timeout 90 $py Testing/benchmarks/bench_click.py --device cuda --channels 32 2>&1 | tee "$out/bench_click_cuda.txt"
