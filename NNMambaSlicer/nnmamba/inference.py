@@ -3,7 +3,8 @@
 Tiles are visited slab by slab along one array axis (the one that keeps the open slab smallest). Once every tile
 that overlaps a slab is done, the slab's blended probabilities are final and go to a *sink* (an argmax label map,
 or a reduced-precision probability store), so only about one patch-thick slab of float32 accumulators is alive at a
-time: a 512×512×300 CT with 16 classes needs ~1.3 GB instead of the 5 GB of a full probability map.
+time: a 512×512×300 CT with 16 classes needs ~1.3 GB instead of the 5 GB of a full probability map. The slab lives
+on the predictor's device, so on a GPU the blending and the argmax stay there and only labels come back.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .networks.segmentation import DIVISOR
 from .progress import ProgressTracker
@@ -57,10 +59,11 @@ class ArgmaxSink:
         self._view = np.moveaxis(self.labels, stream_axis, 0)
 
     def consume(self, rows, accumulated, weights):
-        # Every class of a voxel shares its weight sum, so the argmax needs no division. Row by row, because
-        # numpy's argmax over axis 0 first copies its whole input with that axis last.
-        for row in range(rows.stop - rows.start):
-            self._view[rows.start + row] = accumulated[:, row].argmax(axis=0)
+        # Every class of a voxel shares its weight sum, so the argmax needs no division. A few rows at a time
+        # keeps the temporaries (values and int64 indices) small.
+        for first in range(0, rows.stop - rows.start, 8):
+            part = accumulated[:, first:first + 8].max(0).indices.to(torch.int32).cpu().numpy()
+            self._view[rows.start + first:rows.start + first + len(part)] = part
 
     def result(self):
         return self.labels
@@ -79,7 +82,7 @@ class ProbabilitySink:
 
     def consume(self, rows, accumulated, weights):
         for channel, values in enumerate(accumulated):  # one channel at a time: no full-slab temporary
-            self._view[channel, rows] = values / weights
+            self._view[channel, rows] = (values / weights).cpu().numpy()
 
     def result(self):
         return self.probabilities
@@ -94,8 +97,10 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
                            progress=None, cancel=None, sigma_scale=0.125):
     """Blend ``predict`` over overlapping tiles of ``image`` (C, K, J, I) and return ``sink.result()``.
 
-    ``predict(batch)`` maps a float32 (B, C, *patch) array to (B, num_outputs, *patch) probabilities. Tiles
-    beyond the image (only where the image is smaller than the patch) are zero-padded. ``progress`` is called as
+    ``predict(batch)`` maps a float32 (B, C, *patch) array to (B, num_outputs, *patch) probabilities, as a numpy
+    array or a torch tensor; a predictor with a ``device`` and a ``predict_tensor`` method (``NetworkPredictor``)
+    keeps the blending on its device. Tiles beyond the image (only where the image is smaller than the patch) are
+    zero-padded. ``progress`` is called as
     ``progress(fraction, eta_seconds, message)``; ``cancel`` (a :class:`~nnmamba.progress.CancelToken`) is
     checked after every batch of tiles.
     """
@@ -112,14 +117,17 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
     stream_image = np.moveaxis(image, 1 + axis, 1)
     stream_patch = (patch[axis], *(p for i, p in enumerate(patch) if i != axis))
     stream_shape = stream_image.shape[1:]
-    weight = np.moveaxis(gaussian_importance(patch, sigma_scale), axis, 0)
+    run = getattr(predict, "predict_tensor", predict)
+    device = torch.device(getattr(predict, "device", "cpu"))
+    weight = torch.from_numpy(np.ascontiguousarray(np.moveaxis(gaussian_importance(patch, sigma_scale), axis, 0)))
+    weight = weight.to(device)
     starts = [tile_starts(s, p, overlap) for s, p in zip(stream_shape, stream_patch)]
 
     tracker = ProgressTracker(math.prod(len(s) for s in starts), progress, cancel, "sliding window")
     tracker.check_cancelled()
     depth = stream_patch[0]
-    accumulated = np.zeros((num_outputs, depth, *stream_shape[1:]), dtype=np.float32)
-    weights = np.zeros((depth, *stream_shape[1:]), dtype=np.float32)
+    accumulated = torch.zeros((num_outputs, depth, *stream_shape[1:]), dtype=torch.float32, device=device)
+    weights = torch.zeros((depth, *stream_shape[1:]), dtype=torch.float32, device=device)
     origin = 0  # global stream index of the accumulators' row 0
 
     def finalize(stop):
@@ -136,8 +144,9 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
         for first in range(0, len(corners), tile_batch):
             batch_corners = corners[first:first + tile_batch]
             tiles = np.stack([_extract_tile(stream_image, corner, stream_patch) for corner in batch_corners])
-            outputs = predict(np.moveaxis(tiles, 2, 2 + axis))
-            outputs = np.moveaxis(np.asarray(outputs, dtype=np.float32), 2 + axis, 2)
+            outputs = run(np.moveaxis(tiles, 2, 2 + axis))
+            outputs = torch.as_tensor(outputs).to(device=accumulated.device, dtype=torch.float32)
+            outputs = outputs.movedim(2 + axis, 2)
             for corner, output in zip(batch_corners, outputs):
                 _add_tile(accumulated, weights, output, weight, corner, origin, stream_shape)
             tracker.advance(len(batch_corners))
@@ -146,8 +155,7 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
 
 
 def _slide(accumulated, weights, shift):
-    """Move rows shift.. to the front and clear the rest, row by row: a single overlapping assignment would make
-    numpy copy the whole slab first."""
+    """Move rows shift.. to the front and clear the rest, row by row (source and target never overlap)."""
     depth = weights.shape[0]
     for row in range(depth - shift):
         accumulated[:, row] = accumulated[:, row + shift]
@@ -172,5 +180,5 @@ def _add_tile(accumulated, weights, output, weight, corner, origin, stream_shape
     target = (slice(corner[0] - origin, corner[0] - origin + extent[0]),
               slice(corner[1], corner[1] + extent[1]), slice(corner[2], corner[2] + extent[2]))
     w = weight[inside]
-    accumulated[(slice(None), *target)] += output[(slice(None), *inside)] * w
+    accumulated[(slice(None), *target)].addcmul_(output[(slice(None), *inside)], w)  # in place, no temporary
     weights[target] += w

@@ -40,13 +40,20 @@ class NetworkPredictor:
         self.passes = 0
 
     def __call__(self, batch):
+        """numpy (B, C, *patch) → numpy probabilities."""
+        return self.predict_tensor(batch).cpu().numpy()
+
+    def predict_tensor(self, batch):
+        """numpy (B, C, *patch) → float32 tensor on ``self.device`` (the CPU after an out-of-memory fallback)."""
         started = time.perf_counter()
         batch = np.asarray(batch, dtype=np.float32)
         size = len(batch) if self.max_batch is None else min(len(batch), self.max_batch)
         parts = [self._predict_with_fallback(batch[i:i + size]) for i in range(0, len(batch), size)]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so that network_seconds is the network's time, not the launch's
         self.network_seconds += time.perf_counter() - started
         self.passes += len(batch)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else torch.cat([p.to(self.device) for p in parts])
 
     def _predict_with_fallback(self, batch):
         while True:
@@ -57,8 +64,8 @@ class NetworkPredictor:
                 if len(batch) > 1:
                     self.max_batch = max(1, len(batch) // 2)
                     self.notify(f"GPU out of memory with {len(batch)} tiles at once; retrying with {self.max_batch}.")
-                    return np.concatenate([self._predict_with_fallback(batch[i:i + self.max_batch])
-                                           for i in range(0, len(batch), self.max_batch)])
+                    return torch.cat([self._predict_with_fallback(batch[i:i + self.max_batch]).cpu()
+                                      for i in range(0, len(batch), self.max_batch)])
                 self.notify("GPU out of memory with a single tile; continuing on the CPU (much slower). "
                             "Close other GPU programs or use a smaller patch size to stay on the GPU.")
                 self.device = torch.device("cpu")
@@ -77,7 +84,7 @@ class NetworkPredictor:
             total = y if total is None else total + y
         if len(flips) > 1:
             total /= len(flips)
-        return total.float().cpu().numpy()
+        return total.float()
 
     def _forward(self, x):
         # The network runs channels-last; the activation and everything after it are faster on the plain layout.

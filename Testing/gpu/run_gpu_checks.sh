@@ -3,15 +3,7 @@
 # timings of the scan back ends and the networks. Needs, under $GPU_ASSETS (default .device/): mamba_ssm-*/ (the
 # unpacked mamba-ssm sdist from PyPI) and wheels/*.whl (dynamic-network-architectures, the benchmark baseline).
 # Logs go to ${OUT:-/tmp/nnmamba-gpu}. About 8 minutes on an H100/H200, most of it compiling the kernel.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-assets=${GPU_ASSETS:-.device}
-out=${OUT:-/tmp/nnmamba-gpu}
-mkdir -p "$out" /tmp/site
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/NNMambaSlicer:$PWD/Testing/python:/tmp/site:${PYTHONPATH:-}"
-py=python3
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-$py -m pip install -q --no-index --no-deps --target /tmp/site "$assets"/wheels/*.whl 2>&1 | tail -2
+source "$(dirname "$0")/prepare_machine.sh"
 
 # mamba-ssm's package __init__ also imports Mamba2/Mamba3 and the LM head (tilelang, transformers): not needed.
 src=$(ls -d "$assets"/mamba_ssm-*/ | head -1)

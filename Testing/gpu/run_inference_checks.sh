@@ -4,15 +4,7 @@
 # the official width (C=32) and the pure-PyTorch scan. Needs the wheels nnmamba depends on (SimpleITK,
 # jsonschema and its helpers, slicerio, pynrrd) for Python 3.12 under $GPU_ASSETS/wheels (default .device/).
 # Logs go to ${OUT:-/tmp/nnmamba-gpu}. About 4 minutes on an H100.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-assets=${GPU_ASSETS:-.device}
-out=${OUT:-/tmp/nnmamba-gpu}
-mkdir -p "$out" /tmp/site
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/NNMambaSlicer:$PWD/Testing/python:/tmp/site:${PYTHONPATH:-}"
-py=python3
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-$py -m pip install -q --no-index --no-deps --target /tmp/site "$assets"/wheels/*.whl 2>&1 | tail -2
+source "$(dirname "$0")/prepare_machine.sh"
 $py -m nnmamba info | tee "$out/info.txt"
 timeout 150 $py -m pytest -q -p no:cacheprovider Testing/python/test_gpu.py 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
 timeout 180 $py Testing/benchmarks/bench_segment.py --device cuda --channels 32 2>&1 | tee "$out/bench_segment_cuda.txt"

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from model_packages import classification_package, landmark_package, segmentation_package
 
 from nnmamba.cli import main
 from nnmamba.formats import read_landmarks, read_segmentation
+
+from model_packages import classification_package, landmark_package, segmentation_package
 
 
 @pytest.fixture(scope="module")

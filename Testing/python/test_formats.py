@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slicer_scene import new_scene
 
 from nnmamba.formats import (
     atomic_path,
@@ -28,6 +27,9 @@ from nnmamba.formats.atomic import TEMP_PREFIX
 from nnmamba.formats.classification_file import schema_path
 from nnmamba.geometry import Geometry, lps_to_ras
 
+from geometry_cases import rotation
+from slicer_scene import new_scene
+
 MARKUPS_SCHEMA_NAME = "markups-schema-v1.0.3.json"  # Slicer's own schema; the repo copy wins over the shared one
 MARKUPS_SCHEMA_PLACES = [
     Path(__file__).resolve().parents[1] / "data" / "slicer-formats",
@@ -43,11 +45,6 @@ EDEMA = (
 )
 
 
-def rotation(a, b, c):
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
 
 
 # Oblique, with swapped and flipped axes (det < 0), anisotropic spacing.

@@ -8,15 +8,11 @@ import pytest
 
 from nnmamba.geometry import Geometry, lps_to_ras, ras_to_lps
 
+from geometry_cases import rotation
+
 sitk = pytest.importorskip("SimpleITK")
 
 
-def rotation(angles):
-    a, b, c = angles
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
 
 
 def all_axis_orders():
@@ -29,7 +25,7 @@ def all_axis_orders():
 
 
 GEOMETRIES = [
-    Geometry.create((-120.5, 33.0, 7.25), (0.7, 0.7, 7.0), rotation((0.3, -0.2, 0.9)) @ axes)
+    Geometry.create((-120.5, 33.0, 7.25), (0.7, 0.7, 7.0), rotation(0.3, -0.2, 0.9) @ axes)
     for axes in all_axis_orders()
 ]
 

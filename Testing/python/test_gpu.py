@@ -48,11 +48,12 @@ def test_network_on_gpu_matches_cpu(variant):
 
 def test_segmentation_on_gpu_with_autocast_agrees_with_cpu(tmp_path):
     import numpy as np
-    from model_packages import segmentation_package
 
     from nnmamba.geometry import Geometry
     from nnmamba.imaging import volume_from_array
     from nnmamba.tasks import segment_volume
+
+    from model_packages import segmentation_package
 
     package = segmentation_package(tmp_path / "seg", classes=4, channels=8, patch=(64, 64, 64))
     image = np.random.default_rng(0).normal(size=(1, 50, 90, 70)).astype(np.float32)

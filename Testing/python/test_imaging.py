@@ -15,14 +15,11 @@ from nnmamba.imaging import (
     write_image,
 )
 
+from geometry_cases import rotation
+
 sitk = pytest.importorskip("SimpleITK")
 
 
-def rotation(a, b, c):
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
 
 
 OBLIQUE = Geometry.create((-12.5, 30.25, 7.0), (0.7, 1.3, 3.5), rotation(0.3, -0.2, 0.9))

@@ -10,13 +10,7 @@ from nnmamba.geometry import Geometry
 from nnmamba.imaging import Volume
 from nnmamba.orientation import reorient
 
-
-def rotation(a, b, c):
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
-
+from geometry_cases import rotation
 
 SIGNED_PERMUTATIONS = [(perm, signs) for perm in itertools.permutations(range(3))
                        for signs in itertools.product((1, -1), repeat=3)]

@@ -12,14 +12,11 @@ from nnmamba.imaging import Volume, volume_from_array
 from nnmamba.orientation import reorient
 from nnmamba.resampling import lfc_index_to_lps, network_grid, resample_for_model
 
+from geometry_cases import rotation
+
 sitk = pytest.importorskip("SimpleITK")
 
 
-def rotation(a, b, c):
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
 
 
 # (geometry, size I J K, target spacing): 10:1 slices, mixed up/down-sampling, odd sizes, oblique directions.

@@ -8,7 +8,6 @@ import itertools
 
 import numpy as np
 import pytest
-from model_packages import classification_package, landmark_package, segmentation_package
 
 from nnmamba.geometry import Geometry
 from nnmamba.imaging import volume_from_array
@@ -16,14 +15,13 @@ from nnmamba.progress import Cancelled, CancelToken
 from nnmamba.tasks import ClickSession, classify_volume, detect_landmarks, segment_volume
 from nnmamba.tasks.classification import decide
 
+from geometry_cases import rotation
+from model_packages import classification_package, landmark_package, segmentation_package
+
 SIGNED_PERMUTATIONS = [(p, s) for p in itertools.permutations(range(3))
                        for s in itertools.product((1, -1), repeat=3)]
 
 
-def rotation(ax, ay, az):
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
 
 
 BASE = Geometry.create((-20.0, 13.0, 40.0), (0.9, 1.4, 3.1), rotation(0.05, -0.08, 0.1))

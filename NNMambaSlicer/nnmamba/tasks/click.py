@@ -165,9 +165,10 @@ class ClickSession:
             tiles.append(tile)
         import torch
 
-        probabilities = torch.from_numpy(self.predictor(np.stack(tiles)))
-        labels = probabilities.max(1).indices.to(torch.uint8 if self.num_outputs <= 256 else torch.int16).numpy()
-        halves = probabilities.to(torch.float16).numpy()  # kept for blending with neighbouring windows
+        run = getattr(self.predictor, "predict_tensor", self.predictor)
+        probabilities = torch.as_tensor(run(np.stack(tiles)))  # on the predictor's device
+        labels = probabilities.max(1).indices.to(torch.uint8 if self.num_outputs <= 256 else torch.int16).cpu().numpy()
+        halves = probabilities.to(torch.float16).cpu().numpy()  # kept for blending with neighbouring windows
         for index, half, label in zip(indices, halves, labels):
             self._windows[index] = (half, label)
         while len(self._windows) > self.cache_windows:
