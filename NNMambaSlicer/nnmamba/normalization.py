@@ -27,16 +27,18 @@ def nonzero_mask(array_ckji):
     return sitk.GetArrayFromImage(filled).astype(bool)
 
 
-def _ct(values, scheme):
+def _ct(values, scheme, out):
     low, high = (float(v) for v in scheme["clip"])
     std = float(scheme["std"])
     if not high > low or not std > 0:
         raise ValueError(f"model.json ct normalisation needs clip [low, high] with low < high and std > 0, got "
                          f"clip {scheme['clip']} and std {scheme['std']}.")
-    return (np.clip(values, low, high) - np.float32(scheme["mean"])) / np.float32(std)
+    np.clip(values, np.float32(low), np.float32(high), out=out)  # in place: no volume-sized temporaries
+    out -= np.float32(scheme["mean"])
+    out /= np.float32(std)
 
 
-def _zscore(values, mask, channel):
+def _zscore(values, mask, channel, out):
     selected = values if mask is None else values[mask]
     if selected.size == 0:
         raise ImageError(f"Channel {channel} has no nonzero voxels to normalise over: the image is blank.")
@@ -45,13 +47,13 @@ def _zscore(values, mask, channel):
     if std == 0:
         raise ImageError(f"Channel {channel} is constant ({mean:g}) " + ("inside its nonzero mask" if mask is not None
                          else "") + ": there is nothing to segment.")
-    result = (values - np.float32(mean)) / np.float32(std + 1e-8)
+    np.subtract(values, np.float32(mean), out=out)
+    out /= np.float32(std + 1e-8)
     if mask is not None:
-        result[~mask] = 0
-    return result
+        out[~mask] = 0
 
 
-def _window(values, scheme, channel):
+def _window(values, scheme, channel, out):
     sigmas = float(scheme.get("sigmas", 2.0))
     target_low, target_high = (float(v) for v in scheme.get("range", (0.0, 255.0)))
     positive = values[values > 0]
@@ -65,8 +67,10 @@ def _window(values, scheme, channel):
     low = mean - sigmas * std
     width = 2 * sigmas * std
     scale = (target_high - target_low) / width
-    return (np.clip(values, np.float32(low), np.float32(low + width)) - np.float32(low)) * np.float32(scale) \
-        + np.float32(target_low)
+    np.clip(values, np.float32(low), np.float32(low + width), out=out)
+    out -= np.float32(low)
+    out *= np.float32(scale)
+    out += np.float32(target_low)
 
 
 def normalize(array_ckji, scheme: dict):
@@ -87,9 +91,9 @@ def normalize(array_ckji, scheme: dict):
             raise ImageError(f"Channel {channel} is constant ({float(values.flat[0]):g}): there is nothing for the "
                              f"model to see. Choose an image that holds data.")
         if name == "ct":
-            result[channel] = _ct(values, scheme)
+            _ct(values, scheme, result[channel])
         elif name == "zscore":
-            result[channel] = _zscore(values, mask, channel)
+            _zscore(values, mask, channel, result[channel])
         else:
-            result[channel] = _window(values, scheme, channel)
+            _window(values, scheme, channel, result[channel])
     return result
