@@ -73,9 +73,10 @@ def _window(values, scheme, channel, out):
     out += np.float32(target_low)
 
 
-def normalize(array_ckji, scheme: dict):
-    """A new float32 ``(C, K, J, I)`` array normalised per channel by the scheme. Degenerate input (a constant
-    channel) raises :class:`ImageError`; an unknown scheme raises ValueError."""
+def normalize(array_ckji, scheme: dict, out=None):
+    """A float32 ``(C, K, J, I)`` array normalised per channel by the scheme: a new one, or ``out`` (which may be
+    the input itself, to save a volume-sized copy). Degenerate input (a constant channel) raises
+    :class:`ImageError`; an unknown scheme raises ValueError."""
     array = np.asarray(array_ckji, dtype=np.float32)
     if array.ndim != 4:
         raise ValueError(f"normalize expects (C, K, J, I), got shape {array.shape}")
@@ -83,9 +84,9 @@ def normalize(array_ckji, scheme: dict):
     if name not in SCHEMES:
         raise ValueError(f"Unknown normalisation scheme {name!r}; expected one of {', '.join(SCHEMES)}.")
     if name == "none":
-        return array.copy()
+        return array.copy() if out is None else np.copyto(out, array) or out
     mask = nonzero_mask(array) if name == "zscore" and scheme.get("nonzero_mask", False) else None
-    result = np.empty(array.shape, dtype=np.float32)
+    result = np.empty(array.shape, dtype=np.float32) if out is None else out
     for channel, values in enumerate(array):
         if values.min() == values.max():
             raise ImageError(f"Channel {channel} is constant ({float(values.flat[0]):g}): there is nothing for the "

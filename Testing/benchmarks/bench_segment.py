@@ -59,7 +59,7 @@ def run(args, image_path, package, output):
     started = time.perf_counter()
     volume = read_image(image_path)
     read_s = time.perf_counter() - started
-    result = segment_volume(package, volume, device=args.device, overlap=args.overlap)
+    result = segment_volume(package, volume, device=args.device, overlap=args.overlap, reuse_input=True)
     del volume
     t0 = time.perf_counter()
     write_segmentation(output, result.labels, result.geometry, result.segments)

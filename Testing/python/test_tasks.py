@@ -267,3 +267,17 @@ def test_cancel_stops_segmentation(packages, click_volume):
     token.cancel()
     with pytest.raises(Cancelled):
         segment_volume(packages["native"], click_volume, device="cpu", cancel=token)
+
+
+def test_preprocessing_overwrites_the_input_only_when_allowed(tmp_path):
+    from nnmamba.tasks.common import prepare_input
+
+    package = segmentation_package(tmp_path / "zscore")  # no resampling: the network grid is the input grid
+    image = np.random.default_rng(0).normal(5, 2, size=(1, 16, 20, 18)).astype(np.float32)
+    volume = volume_from_array(image.copy(), BASE)
+    kept = prepare_input(package, volume)
+    np.testing.assert_array_equal(volume.array, image)
+    reused = prepare_input(package, volume, reuse_input=True)
+    assert np.shares_memory(reused.network.array, volume.array)
+    np.testing.assert_allclose(reused.network.array, kept.network.array)
+    assert abs(float(volume.array.mean())) < 1e-4  # z-scored in place

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..imaging import Volume, check_volume, normalize, reorient, resample_for_model
 from ..predictor import NetworkPredictor
 
@@ -12,10 +14,11 @@ class PreparedInput(NamedTuple):
     network: Volume        # normalised image on the grid the network sees
     reorientation: Any     # exact axis permutation/flip from the input grid (undo_array maps results back)
     resampling: Any        # from the reoriented grid to the network grid (and back)
-    source: Volume         # the input as given
 
 
-def prepare_input(package, volume, name="image"):
+def prepare_input(package, volume, name="image", reuse_input=False):
+    """``reuse_input``: the caller no longer needs ``volume``'s voxels, so when they are already on the network
+    grid they are normalised in place instead of copied (saves one float32 volume, 315 MB for a 512²×300 CT)."""
     spec = package.input
     if spec.get("axis_order", "kji") != "kji" and package.task != "classification":
         raise ValueError(f"Model {package.id!r}: input.axis_order {spec['axis_order']!r} is supported for "
@@ -23,8 +26,11 @@ def prepare_input(package, volume, name="image"):
     check_volume(volume, name=name, expected_channels=package.network["in_channels"])
     oriented, reorientation = reorient(volume, spec.get("orientation", "as-stored"))
     resampled, resampling = resample_for_model(oriented, spec.get("resampling", {"mode": "none"}))
-    normalised = normalize(resampled.array, spec.get("normalization", {"scheme": "none"}))
-    return PreparedInput(Volume(normalised, resampled.geometry), reorientation, resampling, volume)
+    ours = reuse_input or not np.shares_memory(resampled.array, volume.array)
+    writable = ours and resampled.array.dtype == np.float32 and resampled.array.flags.writeable
+    normalised = normalize(resampled.array, spec.get("normalization", {"scheme": "none"}),
+                           out=resampled.array if writable else None)
+    return PreparedInput(Volume(normalised, resampled.geometry), reorientation, resampling)
 
 
 def network_input(package, prepared):

@@ -22,9 +22,10 @@ class SegmentationResult:
 
 
 def segment_volume(package, volume, device="auto", overlap=None, mirroring=None, tile_batch=1, progress=None,
-                   cancel=None, predictor=None, notify=None):
+                   cancel=None, predictor=None, notify=None, reuse_input=False):
     """Segment ``volume`` with a segmentation ``package``; raises :class:`~nnmamba.progress.Cancelled` if
-    ``cancel`` is set between tiles."""
+    ``cancel`` is set between tiles. ``reuse_input=True`` lets the preprocessing overwrite ``volume``'s voxels
+    (for callers that do not need them afterwards, like the CLI)."""
     if package.task != "segmentation":
         raise ValueError(f"Model {package.id!r} is a {package.task} model, not a segmentation model.")
     notes = []
@@ -35,7 +36,7 @@ def segment_volume(package, volume, device="auto", overlap=None, mirroring=None,
             notify(message)
 
     started = time.perf_counter()
-    prepared = prepare_input(package, volume)
+    prepared = prepare_input(package, volume, reuse_input=reuse_input)
     prepared_at = time.perf_counter()
     predictor = predictor or make_predictor(package, device, mirroring, note)
     network_before = predictor.network_seconds
