@@ -24,7 +24,8 @@ def main(argv=None):
     from .progress import Cancelled
     from .runtime import retain_freed_memory
 
-    retain_freed_memory()
+    if getattr(args, "retain_memory", True):  # not for the long-running server: it would keep its peak forever
+        retain_freed_memory()
 
     try:
         return args.handler(args) or EXIT_OK
@@ -74,6 +75,7 @@ def build_parser():
     convert.set_defaults(handler=cmd_convert)
 
     _models_commands(sub)
+    _serve_command(sub)
     from .cli_predict import register_predict
 
     predict = register_predict(sub, _device_option)
@@ -116,6 +118,38 @@ def _models_commands(sub):
 
     presets = commands.add_parser("presets", help="the import presets")
     presets.set_defaults(handler=cmd_models_presets)
+
+
+def _serve_command(sub):
+    serve = sub.add_parser("serve", help="run the HTTP backend (Slicer on another machine, a shared GPU)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                       "only; any other address is reachable from the network, over plain HTTP)")
+    serve.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
+    serve.add_argument("--token", help="the bearer token clients must send (visible in the process list: prefer "
+                       "$NNMAMBA_SERVER_TOKEN; default: that, else a random one written to the token file)")
+    serve.add_argument("--token-file", help="where a generated token is written, readable by you only (default "
+                       "~/.nnmamba/server-token)")
+    _device_option(serve)
+    serve.add_argument("--models-dir", help="model packages folder (default: $NNMAMBA_MODELS_DIR or "
+                       "~/.nnmamba/models); bundled models are served too")
+    serve.add_argument("--session-ttl", type=float, default=3600.0, help="seconds an unused upload is kept "
+                       "(default 3600)")
+    serve.add_argument("--max-upload-mb", type=float, default=2048.0, help="largest upload in MB (default 2048)")
+    serve.add_argument("--max-voxels", type=_voxel_count, default=600_000_000,
+                       help="most voxels (channels x K x J x I) in one volume (default 600e6)")
+    serve.add_argument("--model-memory-gb", type=float, default=8.0, help="memory for loaded models; the least "
+                       "recently used are unloaded beyond it (default 8)")
+    serve.set_defaults(handler=cmd_serve, retain_memory=False)
+
+
+def _voxel_count(text):
+    try:
+        count = int(float(text))
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 600e6)") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return count
 
 
 def _device_option(parser):
@@ -196,6 +230,18 @@ def cmd_convert(args):
     path = save_safetensors(loaded, args.output)
     print(f"Wrote {path} ({loaded.architecture.network}, variant {loaded.architecture.variant}, "
           f"{loaded.architecture.in_channels} in, {loaded.architecture.num_classes} out)")
+
+
+def cmd_serve(args):
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        return _fail(f"the server needs FastAPI and uvicorn ({error}): pip install 'nnmamba[server]'",
+                     EXIT_UNAVAILABLE)
+    from .server.main import serve
+
+    return serve(args)
 
 
 def cmd_models_list(args):

@@ -6,6 +6,7 @@ job never leaves a partial file behind.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -24,6 +25,11 @@ def register_predict(sub, device_option):
         parser.add_argument("--output", required=True, type=Path, help=output_help)
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         device_option(parser)
+        parser.add_argument("--server", metavar="URL", help="run on an nnmamba server (`nnmamba serve`) instead of "
+                            "here; --model is then the id of a model installed on the server")
+        parser.add_argument("--token", help="the server's token (default: --token-file, $NNMAMBA_SERVER_TOKEN, "
+                            "else ~/.nnmamba/server-token)")
+        parser.add_argument("--token-file", type=Path, help="a file holding the server's token")
         parser.set_defaults(handler=handler)
         return parser
 
@@ -54,12 +60,16 @@ def _load(args, task):
     from .modelpkg import resolve_model
 
     package = resolve_model(str(args.model))
-    if package.task != task:
-        raise ValueError(f"Model {package.id!r} is a {package.task} model; 'predict {_COMMAND[task]}' needs a "
-                         f"{task} model.")
+    _check_task(package.id, package.task, task)
     paths = args.input
     volume = read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
     return package, volume
+
+
+def _check_task(model_id, model_task, task):
+    if model_task != task:
+        raise ValueError(f"Model {model_id!r} is a {model_task} model; 'predict {_COMMAND[task]}' needs a "
+                         f"{task} model.")
 
 
 _COMMAND = {"segmentation": "segment", "landmarks": "landmarks", "classification": "classify"}
@@ -86,13 +96,15 @@ def _notify(message):
 
 
 def cmd_segment(args):
+    if args.server:
+        return _remote_segment(args)
     from .formats import write_segmentation
     from .tasks import segment_volume
 
     package, volume = _load(args, "segmentation")
     bar = _ProgressBar(args.quiet, f"segment with {package.id}")
     try:
-        result = segment_volume(package, volume, device=args.device, overlap=args.overlap,
+        result = segment_volume(package, volume, device=args.device, overlap=args.overlap, reuse_input=True,
                                 mirroring=args.mirroring or None, tile_batch=args.tile_batch, progress=bar,
                                 notify=_notify)
     finally:
@@ -105,6 +117,8 @@ def cmd_segment(args):
 
 
 def cmd_click(args):
+    if args.server:
+        return _remote_click(args)
     from .formats import write_segmentation
     from .geometry import ras_to_lps
     from .tasks import ClickSession
@@ -120,12 +134,15 @@ def cmd_click(args):
                          "structure, or use 'predict segment'.")
     label = next(s for s in package.outputs["labels"] if s["value"] == result.label)
     segment = dict(label, value=1)
-    write_segmentation(args.output, result.mask, volume.geometry, [segment], offset=result.offset)
+    write_segmentation(args.output, result.mask, volume.geometry, [segment], offset=result.offset,
+                       reference_shape=volume.array.shape[1:])
     print(f"{args.output}: {label['name']}, {int(result.mask.sum())} voxels, {result.network_passes} network "
           f"pass(es), {result.seconds:.2f} s")
 
 
 def cmd_landmarks(args):
+    if args.server:
+        return _remote_landmarks(args)
     from .formats import write_landmarks
     from .tasks import detect_landmarks
 
@@ -160,6 +177,8 @@ def _write_landmark_csv(path, result):
 
 
 def cmd_classify(args):
+    if args.server:
+        return _remote_classify(args)
     from .formats import write_classification_csv, write_classification_json
     from .tasks import classify_volume
 
@@ -171,3 +190,112 @@ def cmd_classify(args):
         write_classification_csv(args.csv, document)
     table = ", ".join(f"{c} {p:.3f}" for c, p in zip(result.classes, result.probabilities))
     print(f"{args.output}: {result.decision} ({table})")
+
+
+# ------------------------------------------------------------------------------------------ --server: over HTTP
+# The input is read and checked here, uploaded once as raw voxels + geometry (a session), and the server's result
+# file is written as it came, atomically. The session is deleted at the end, also on errors and Ctrl-C.
+
+
+@contextlib.contextmanager
+def _remote_session(args, task):
+    """(client, model.json of the server's model, the local volume, session id)."""
+    from .client import BackendError, Client
+    from .imaging import read_channels, read_image
+
+    client = Client(args.server, token=args.token, token_file=args.token_file)
+    meta = client.model(str(args.model))
+    _check_task(meta["id"], meta["task"], task)
+    paths = args.input
+    volume = read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
+    session = client.upload_volume(volume.array, volume.geometry, name=paths[0].name)
+    try:
+        yield client, meta, volume, session
+    finally:
+        with contextlib.suppress(BackendError):
+            client.delete_session(session)
+
+
+def _remote_job(args, client, session, task, model_id, **options):
+    """Submit, follow with the progress bar (Ctrl-C cancels the job on the server); the finished job dict."""
+    bar = _ProgressBar(args.quiet, f"{_COMMAND[task]} with {model_id} on {client.url}")
+    try:
+        job_id = client.submit(session, task, model_id, device=args.device, **options)
+        return client.wait(job_id, progress=bar)
+    finally:
+        bar.close()
+
+
+def _save(path, data):
+    from .formats import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def _job_seconds(job):
+    started, finished = job.get("started"), job.get("finished")
+    return finished - started if started is not None and finished is not None else float("nan")
+
+
+def _remote_segment(args):
+    if args.tile_batch != 1:
+        _notify("--tile-batch is chosen by the server; ignored with --server.")
+    with _remote_session(args, "segmentation") as (client, meta, _, session):
+        job = _remote_job(args, client, session, "segmentation", meta["id"], overlap=args.overlap,
+                          mirroring=args.mirroring or None)
+        summary = client.result_json(job["id"])
+        _save(args.output, client.result_bytes(job["id"]))
+    for note in summary.get("notes", []):
+        _notify(note)
+    segments = summary.get("segments", [])
+    print(f"{args.output}: {len(segments)} structures written in {_job_seconds(job):.1f} s on {client.url}")
+
+
+def _remote_click(args):
+    from .formats import write_segmentation
+
+    with _remote_session(args, "segmentation") as (client, meta, volume, session):
+        result = client.click(session, meta["id"], args.point, args.negative, "RAS" if args.ras else "LPS")
+    for note in result.get("notes", []):
+        _notify(note)
+    if result["label"] == 0:
+        raise ValueError("No structure under the point(s): the model sees background there. Click on the "
+                         "structure, or use 'predict segment'.")
+    label = next(s for s in meta["outputs"]["labels"] if s["value"] == result["label"])
+    write_segmentation(args.output, result["mask"], volume.geometry, [dict(label, value=1)], offset=result["offset"],
+                       reference_shape=volume.array.shape[1:])
+    print(f"{args.output}: {label['name']}, {int(result['mask'].sum())} voxels, {result['network_passes']} network "
+          f"pass(es), {result['seconds']:.2f} s on {client.url}")
+
+
+def _remote_landmarks(args):
+    from types import SimpleNamespace
+
+    with _remote_session(args, "landmarks") as (client, meta, _, session):
+        job = _remote_job(args, client, session, "landmarks", meta["id"], refine=args.refine)
+        result = client.result_json(job["id"])
+        _save(args.output, client.result_bytes(job["id"]))
+    for note in result.get("notes", []):
+        _notify(note)
+    if args.csv:
+        _write_landmark_csv(args.csv, SimpleNamespace(points=result["points"], lines=result["lines"]))
+    for line in result["lines"]:
+        print(f"{line['name']}: {line['length']:.1f} mm")
+    print(f"{args.output}: {len(result['points'])} landmarks in {_job_seconds(job):.1f} s on {client.url}")
+
+
+def _remote_classify(args):
+    import json
+
+    from .formats import write_classification_csv
+
+    with _remote_session(args, "classification") as (client, meta, _, session):
+        job = _remote_job(args, client, session, "classification", meta["id"])
+        data = client.result_bytes(job["id"])
+    document = json.loads(data)
+    _save(args.output, data)
+    if args.csv:
+        write_classification_csv(args.csv, document)
+    table = ", ".join(f"{c} {p:.3f}" for c, p in zip(document["classes"], document["probabilities"]))
+    print(f"{args.output}: {document['decision']} ({table})")

@@ -1,0 +1,109 @@
+"""What an operator decides about a server (address, token, limits), and the token file.
+
+Kept free of FastAPI/uvicorn so that ``nnmamba serve --help`` and the client's tests can import it without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+API_VERSION = 1
+TOKEN_ENV = "NNMAMBA_SERVER_TOKEN"
+DEFAULT_PORT = 8765
+DEFAULT_SESSION_TTL = 3600.0
+DEFAULT_MAX_UPLOAD_MB = 2048.0
+DEFAULT_MAX_VOXELS = 600_000_000
+DEFAULT_MODEL_MEMORY_GB = 8.0
+# What an Authorization header can carry as-is: visible ASCII, no spaces or quotes.
+_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/=:@!$&'()*,;-]+")
+
+
+def default_token_file():
+    return Path.home() / ".nnmamba" / "server-token"
+
+
+@dataclass
+class ServerSettings:
+    """Everything :func:`nnmamba.server.app.create_app` needs. ``token`` must be set (see :func:`resolve_token`)."""
+
+    token: str = ""
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    device: str = "auto"
+    models_dir: Optional[Path] = None        # replaces the user models folder; bundled models are still served
+    session_ttl: float = DEFAULT_SESSION_TTL  # seconds a session (and a finished job) lives without being used
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20)
+    max_voxels: int = DEFAULT_MAX_VOXELS      # C*K*J*I of one uploaded volume
+    model_memory_bytes: int = int(DEFAULT_MODEL_MEMORY_GB * 2**30)
+    sweep_interval: Optional[float] = None   # seconds between expiry sweeps (default: from session_ttl)
+    max_queued_jobs: int = 64
+    click_wait: float = 300.0                # seconds a click waits for the device before answering 503
+
+    def __post_init__(self):
+        check_token(self.token)
+        for name in ("session_ttl", "max_upload_bytes", "max_voxels", "model_memory_bytes", "max_queued_jobs"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Server setting {name} must be positive, got {getattr(self, name)!r}.")
+        if self.models_dir is not None:
+            self.models_dir = Path(self.models_dir).expanduser()
+
+    @property
+    def sweep_seconds(self):
+        if self.sweep_interval is not None:
+            return max(float(self.sweep_interval), 0.05)
+        return min(max(self.session_ttl / 4, 0.5), 60.0)
+
+
+def check_token(token):
+    if not isinstance(token, str) or not token:
+        raise ValueError("The server needs a token: give --token / NNMAMBA_SERVER_TOKEN, or let it make one.")
+    if not _TOKEN_PATTERN.fullmatch(token):
+        raise ValueError("The server token may hold only visible ASCII characters (letters, digits, ._~+/=- and "
+                         "similar), no spaces or quotes, so that it fits an Authorization header.")
+    return token
+
+
+def resolve_token(token=None, token_file=None):
+    """``(token, where)``: the operator's token (argument, else $NNMAMBA_SERVER_TOKEN) or a new random one.
+
+    A random token is written to ``token_file`` (default ~/.nnmamba/server-token), readable by the user only. A
+    given token is written only when ``token_file`` is named explicitly (so that a script can find it there).
+    ``where`` says where a client finds the token, for the start-up line.
+    """
+    source = None
+    if token:
+        source = "--token"
+    elif os.environ.get(TOKEN_ENV):
+        token, source = os.environ[TOKEN_ENV], TOKEN_ENV
+    if source is not None:
+        check_token(token)
+        if token_file is None:
+            return token, f"from {source}"
+        path = write_token_file(token, token_file)
+        return token, f"in {path}"
+    token = secrets.token_urlsafe(32)
+    path = write_token_file(token, token_file or default_token_file())
+    return token, f"in {path}"
+
+
+def write_token_file(token, path):
+    """Write the token readable by the user only (0600, folder 0700 when created), atomically."""
+    path = Path(path).expanduser().absolute()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(handle, "w", encoding="ascii") as stream:
+            stream.write(token + "\n")
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
