@@ -87,7 +87,10 @@ class _ProgressBar:
     def __call__(self, fraction, eta, message):
         self.bar.update(round(fraction * 1000) - self.bar.n)
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         self.bar.close()
 
 
@@ -102,13 +105,10 @@ def cmd_segment(args):
     from .tasks import segment_volume
 
     package, volume = _load(args, "segmentation")
-    bar = _ProgressBar(args.quiet, f"segment with {package.id}")
-    try:
+    with _ProgressBar(args.quiet, f"segment with {package.id}") as bar:
         result = segment_volume(package, volume, device=args.device, overlap=args.overlap, reuse_input=True,
                                 mirroring=args.mirroring or None, tile_batch=args.tile_batch, progress=bar,
                                 notify=_notify)
-    finally:
-        bar.close()
     write_segmentation(args.output, result.labels, result.geometry, result.segments, result.regions)
     counts = np.bincount(result.labels.reshape(-1), minlength=package.network["out_channels"])
     found = [f"{s['name']} ({counts[s['value']]} voxels)" for s in result.segments if counts[s["value"]]]
@@ -147,11 +147,8 @@ def cmd_landmarks(args):
     from .tasks import detect_landmarks
 
     package, volume = _load(args, "landmarks")
-    bar = _ProgressBar(args.quiet, f"landmarks with {package.id}")
-    try:
+    with _ProgressBar(args.quiet, f"landmarks with {package.id}") as bar:
         result = detect_landmarks(package, volume, device=args.device, refine=args.refine, progress=bar)
-    finally:
-        bar.close()
     points = [{"label": p["label"], "position": p["position"], "description": f"confidence {p['confidence']:.2f}"}
               for p in result.points]
     write_landmarks(args.output, points, result.lines)
@@ -218,12 +215,9 @@ def _remote_session(args, task):
 
 def _remote_job(args, client, session, task, model_id, **options):
     """Submit, follow with the progress bar (Ctrl-C cancels the job on the server); the finished job dict."""
-    bar = _ProgressBar(args.quiet, f"{_COMMAND[task]} with {model_id} on {client.url}")
-    try:
+    with _ProgressBar(args.quiet, f"{_COMMAND[task]} with {model_id} on {client.url}") as bar:
         job_id = client.submit(session, task, model_id, device=args.device, **options)
         return client.wait(job_id, progress=bar)
-    finally:
-        bar.close()
 
 
 def _save(path, data):

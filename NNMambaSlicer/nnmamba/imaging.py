@@ -10,8 +10,6 @@ permutation/flip), ``resampling.py`` (network grid and the way back), ``normaliz
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -230,14 +228,6 @@ def read_channels(paths: Sequence, names: Optional[Sequence[str]] = None,
 # --------------------------------------------------------------------------------------------------------- writing
 
 
-def _extension(path: Path) -> str:
-    name = path.name.lower()
-    for compound in (".nii.gz", ".seg.nrrd"):
-        if name.endswith(compound):
-            return path.name[-len(compound):]
-    return path.suffix
-
-
 def write_image(path, array_kji, geometry: Geometry, compress: bool = True) -> Path:
     """Write voxels ``(K, J, I)`` (or channels ``(C, K, J, I)`` as a vector image) with their geometry. The file
     appears complete or not at all: written to a temporary file in the same folder, then renamed."""
@@ -250,14 +240,8 @@ def write_image(path, array_kji, geometry: Geometry, compress: bool = True) -> P
     else:
         raise ValueError(f"Can only write 3D arrays (K, J, I) or (C, K, J, I), got shape {array.shape}.")
     geometry.apply_to_sitk(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_extension(path))
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, compress)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    from .formats.atomic import atomic_path
+
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), compress)
     return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -94,16 +93,11 @@ def resolve_token(token=None, token_file=None):
 
 def write_token_file(token, path):
     """Write the token readable by the user only (0600, folder 0700 when created), atomically."""
+    from ..formats.atomic import atomic_path
+
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(handle, "w", encoding="ascii") as stream:
-            stream.write(token + "\n")
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary:
+        os.chmod(temporary, 0o600)  # before the token is in it
+        temporary.write_text(token + "\n", encoding="ascii")
     return path
