@@ -24,8 +24,7 @@ def main(argv=None):
     from .progress import Cancelled
     from .runtime import retain_freed_memory
 
-    if getattr(args, "retain_memory", True):  # not for the long-running server: it would keep its peak forever
-        retain_freed_memory()
+    retain_freed_memory()  # faster network passes; the server too keeps its peak memory until it stops
 
     try:
         return args.handler(args) or EXIT_OK
@@ -139,7 +138,7 @@ def _serve_command(sub):
                        help="most voxels (channels x K x J x I) in one volume (default 600e6)")
     serve.add_argument("--model-memory-gb", type=float, default=8.0, help="memory for loaded models; the least "
                        "recently used are unloaded beyond it (default 8)")
-    serve.set_defaults(handler=cmd_serve, retain_memory=False)
+    serve.set_defaults(handler=cmd_serve)
 
 
 def _voxel_count(text):
