@@ -153,3 +153,27 @@ def test_a_model_of_another_task_is_refused(capsys, models, image, tmp_path):
     code, _, err = run(capsys, "predict", "landmarks", "--model", models["seg"].root, "--input", image,
                        "--output", tmp_path / "x.mrk.json")
     assert code == 2 and "segmentation model" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_exits_130_and_writes_nothing(models, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    image = write(tmp_path / "big.nrrd", np.random.default_rng(0).normal(size=(64, 96, 96)).astype(np.float32))
+    output = tmp_path / "never.seg.nrrd"
+    child = subprocess.Popen([sys.executable, "-m", "nnmamba", "predict", "segment", "--model",
+                              str(models["seg"].root), "--input", str(image), "--output", str(output),
+                              "--overlap", "0.9"], stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "%|" not in seen and time.monotonic() < deadline:  # the progress bar has started: tiles are running
+        seen += child.stderr.read(1)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    _, rest = child.communicate(timeout=60)
+    assert child.returncode == 130, seen + rest
+    assert "cancelled; no output was written" in rest
+    assert not output.exists() and not list(tmp_path.glob(".tmp-*"))
