@@ -45,11 +45,6 @@ def fit_patch(image_shape, patch_size, divisor=DIVISOR):
     return tuple(min(int(p), divisor * math.ceil(s / divisor)) for s, p in zip(image_shape, patch_size))
 
 
-def tile_count(image_shape, patch_size, overlap):
-    patch = fit_patch(image_shape, patch_size)
-    return math.prod(len(tile_starts(s, p, overlap)) for s, p in zip(image_shape, patch))
-
-
 class ArgmaxSink:
     """Keeps only the winning class per voxel (uint8 up to 256 classes)."""
 
@@ -143,7 +138,7 @@ def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5,
         corners = [(s0, a0, b0) for a0 in starts[1] for b0 in starts[2]]
         for first in range(0, len(corners), tile_batch):
             batch_corners = corners[first:first + tile_batch]
-            tiles = np.stack([_extract_tile(stream_image, corner, stream_patch) for corner in batch_corners])
+            tiles = np.stack([extract_tile(stream_image, corner, stream_patch) for corner in batch_corners])
             outputs = run(np.moveaxis(tiles, 2, 2 + axis))
             outputs = torch.as_tensor(outputs).to(device=accumulated.device, dtype=torch.float32)
             outputs = outputs.movedim(2 + axis, 2)
@@ -164,12 +159,13 @@ def _slide(accumulated, weights, shift):
     weights[max(depth - shift, 0):] = 0
 
 
-def _extract_tile(stream_image, corner, patch):
+def extract_tile(image, corner, patch):
+    """The (C, *patch) float32 tile of ``image`` (C, ...) at ``corner``, zero-padded beyond the image."""
     region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-    data = stream_image[(slice(None), *region)]
+    data = image[(slice(None), *region)]
     if data.shape[1:] == tuple(patch):
         return np.ascontiguousarray(data, dtype=np.float32)
-    tile = np.zeros((stream_image.shape[0], *patch), dtype=np.float32)
+    tile = np.zeros((image.shape[0], *patch), dtype=np.float32)
     tile[(slice(None), *(slice(0, n) for n in data.shape[1:]))] = data
     return tile
 

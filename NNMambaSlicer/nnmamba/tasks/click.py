@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference import fit_patch, gaussian_importance, tile_starts
+from ..inference import extract_tile, fit_patch, gaussian_importance, tile_starts
 from .common import make_predictor, prepare_input
 
 
@@ -156,13 +156,8 @@ class ClickSession:
         if not indices:
             return
         image = self.prepared.network.array
-        tiles = []
-        for index in indices:
-            corner = [self.starts[axis][index[axis]] for axis in range(3)]
-            data = image[(slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch)))]
-            tile = np.zeros((image.shape[0], *self.patch), dtype=np.float32)
-            tile[(slice(None), *(slice(0, n) for n in data.shape[1:]))] = data
-            tiles.append(tile)
+        tiles = [extract_tile(image, [self.starts[axis][index[axis]] for axis in range(3)], self.patch)
+                 for index in indices]
         import torch
 
         run = getattr(self.predictor, "predict_tensor", self.predictor)
