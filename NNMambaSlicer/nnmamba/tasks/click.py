@@ -153,13 +153,13 @@ class ClickSession:
         return self._boxes[key]
 
     def _compute_windows(self, indices):
+        import torch
+
         if not indices:
             return
         image = self.prepared.network.array
         tiles = [extract_tile(image, [self.starts[axis][index[axis]] for axis in range(3)], self.patch)
                  for index in indices]
-        import torch
-
         run = getattr(self.predictor, "predict_tensor", self.predictor)
         probabilities = torch.as_tensor(run(np.stack(tiles)))  # on the predictor's device
         labels = probabilities.max(1).indices.to(torch.uint8 if self.num_outputs <= 256 else torch.int16).cpu().numpy()
