@@ -1,0 +1,35 @@
+"""The training losses of the three tasks, matched to what inference does with the network's output: softmax over
+classes (segmentation), heatmap peaks read against ``decoding.peak_scale`` (landmarks), a sigmoid or softmax over
+logits (classification)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dice_ce_loss(logits, target, smooth=1e-5):
+    """Cross-entropy + (1 - soft Dice averaged over the foreground classes). ``logits`` (B, C, K, J, I), ``target``
+    (B, K, J, I) integer labels. Dice is pooled over the batch so that a class missing from one patch does not
+    dominate; background is left out of Dice because it would reward the trivial all-background answer."""
+    ce = F.cross_entropy(logits, target)
+    probabilities = torch.softmax(logits, dim=1)[:, 1:]
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].to(probabilities.dtype)
+    axes = (0, 2, 3, 4)
+    intersection = (probabilities * one_hot).sum(axes)
+    denominator = probabilities.sum(axes) + one_hot.sum(axes)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    return ce + (1 - dice.mean())
+
+
+def heatmap_loss(output, target, peak_scale):
+    """MSE between ``output / peak_scale`` and unit-peak Gaussian ``target``: the network learns heatmaps whose peak
+    is ``peak_scale``, which is what the landmark decoder reports as full confidence."""
+    return F.mse_loss(output / float(peak_scale), target)
+
+
+def classification_loss(logits, labels):
+    """BCE-with-logits for a single logit (p(class 1) = sigmoid), cross-entropy for several (softmax)."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels.long())
