@@ -7,10 +7,14 @@ job never leaves a partial file behind.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+
+from .progress import CancelToken
 
 
 def register_predict(sub, device_option):
@@ -98,6 +102,28 @@ def _notify(message):
     print(f"nnmamba: {message}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _ctrl_c_cancels():
+    """A cancel token that the first Ctrl-C sets (the run stops cleanly at the next tile, nothing written); a
+    second Ctrl-C interrupts at once."""
+    token = CancelToken()
+    if threading.current_thread() is not threading.main_thread():
+        yield token
+        return
+
+    def on_interrupt(signum, frame):
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+        _notify("cancelling at the next tile (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield token
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_segment(args):
     if args.server:
         return _remote_segment(args)
@@ -105,10 +131,10 @@ def cmd_segment(args):
     from .tasks import segment_volume
 
     package, volume = _load(args, "segmentation")
-    with _ProgressBar(args.quiet, f"segment with {package.id}") as bar:
+    with _ProgressBar(args.quiet, f"segment with {package.id}") as bar, _ctrl_c_cancels() as cancel:
         result = segment_volume(package, volume, device=args.device, overlap=args.overlap, reuse_input=True,
                                 mirroring=args.mirroring or None, tile_batch=args.tile_batch, progress=bar,
-                                notify=_notify)
+                                cancel=cancel, notify=_notify)
     write_segmentation(args.output, result.labels, result.geometry, result.segments, result.regions)
     counts = np.bincount(result.labels.reshape(-1), minlength=package.network["out_channels"])
     found = [f"{s['name']} ({counts[s['value']]} voxels)" for s in result.segments if counts[s["value"]]]
@@ -147,8 +173,9 @@ def cmd_landmarks(args):
     from .tasks import detect_landmarks
 
     package, volume = _load(args, "landmarks")
-    with _ProgressBar(args.quiet, f"landmarks with {package.id}") as bar:
-        result = detect_landmarks(package, volume, device=args.device, refine=args.refine, progress=bar)
+    with _ProgressBar(args.quiet, f"landmarks with {package.id}") as bar, _ctrl_c_cancels() as cancel:
+        result = detect_landmarks(package, volume, device=args.device, refine=args.refine, progress=bar,
+                                  cancel=cancel)
     points = [{"label": p["label"], "position": p["position"], "description": f"confidence {p['confidence']:.2f}"}
               for p in result.points]
     write_landmarks(args.output, points, result.lines)
