@@ -18,15 +18,13 @@ from .phantoms_common import (
     Phantom,
     Region,
     Solid,
-    bias_field,
-    gaussian_blur,
     grid_size,
     obliquity_degrees,
     plain,
     random_tilt,
-    rician_noise,
     rotation_about,
     rotation_degrees,
+    synthesize_mr,
 )
 
 BRAIN_LABELS = {
@@ -76,20 +74,8 @@ def brain_atrophy(seed: int, atrophy=None, size=(64, 64, 64), spacing=None) -> P
     centre = residual @ (rng.uniform(-0.4, 0.4, 3) * np.maximum(size * spacing - extent, 0))
     grid = ObjectGrid(size, spacing, anatomy_rotation, rng.uniform(-20, 20, 3), residual, centre)
 
-    tissues = np.zeros(grid.shape, dtype=np.uint8)
-    for name, include, exclude, within in steps:
-        grid.paint(tissues, TISSUE_IDS[name], include, exclude, within)
-
-    signal = {
-        name: mean + spread * np.clip(rng.standard_normal(), -2, 2) for name, (mean, spread, _) in TISSUES.items()
-    }
-    lookup = np.array([signal[name] for name in TISSUES], dtype=np.float32)
-    image = gaussian_blur(lookup[tissues], (0.5, 0.5, 0.5))
-    bias_strength, scale, noise = rng.uniform(0.05, 0.2), rng.uniform(300, 1000), rng.uniform(0.015, 0.04)
-    image = image * bias_field(rng, image.shape, bias_strength) * np.float32(scale)
-    image = rician_noise(rng, image, noise * scale).astype(np.float32)
-
-    labels = np.array([label for _, _, label in TISSUES.values()], dtype=np.uint8)[tissues]
+    image, labels, drawn = synthesize_mr(rng, grid, steps, TISSUES, TISSUE_IDS, (0.05, 0.2), (300, 1000),
+                                          (0.015, 0.04))
     voxel_ml = float(np.prod(grid.geometry.spacing)) / 1000
     info = {
         "kind": "brain_atrophy",
@@ -105,9 +91,7 @@ def brain_atrophy(seed: int, atrophy=None, size=(64, 64, 64), spacing=None) -> P
         "volumes_ml": {
             name: float(np.count_nonzero(labels == value)) * voxel_ml for value, name in BRAIN_LABELS.items()
         },
-        "signal": signal,
-        "bias_strength": bias_strength,
-        "noise_relative": noise,
+        **drawn,
         **anatomy,
     }
     return Phantom(image, grid.geometry, labels=labels, label=int(atrophy), info=plain(info))

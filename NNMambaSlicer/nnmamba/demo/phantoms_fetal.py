@@ -18,16 +18,14 @@ from .phantoms_common import (
     ObjectGrid,
     Phantom,
     Solid,
-    bias_field,
-    gaussian_blur,
     grid_size,
     obliquity_degrees,
     plain,
     random_rotation,
     random_tilt,
-    rician_noise,
     rotation_about,
     rotation_degrees,
+    synthesize_mr,
 )
 
 FETAL_LABELS = {
@@ -86,20 +84,8 @@ def fetal_brain(seed: int, size=(96, 96, 96), spacing=None, gestational_weeks=No
     centre = residual @ (rng.uniform(-0.4, 0.4, 3) * slack)
     grid = ObjectGrid(size, spacing, anatomy_rotation, rng.uniform(-80, 80, 3), residual, centre)
 
-    tissues = np.zeros(grid.shape, dtype=np.uint8)
-    for name, include, exclude, within in steps:
-        grid.paint(tissues, TISSUE_IDS[name], include, exclude, within)
-
-    signal = {
-        name: mean + spread * np.clip(rng.standard_normal(), -2, 2) for name, (mean, spread, _) in TISSUES.items()
-    }
-    lookup = np.array([signal[name] for name in TISSUES], dtype=np.float32)
-    image = gaussian_blur(lookup[tissues], (0.5, 0.5, 0.5))
-    bias_strength, scale, noise = rng.uniform(0.1, 0.25), rng.uniform(400, 1000), rng.uniform(0.02, 0.05)
-    image = image * bias_field(rng, image.shape, bias_strength) * np.float32(scale)
-    image = rician_noise(rng, image, noise * scale).astype(np.float32)
-
-    labels = np.array([label for _, _, label in TISSUES.values()], dtype=np.uint8)[tissues]
+    image, labels, drawn = synthesize_mr(rng, grid, steps, TISSUES, TISSUE_IDS, (0.1, 0.25), (400, 1000),
+                                          (0.02, 0.05))
     landmarks_lps = {name: grid.to_lps(point).tolist() for name, point in landmarks.items()}
     info = {
         "kind": "fetal_brain",
@@ -111,9 +97,7 @@ def fetal_brain(seed: int, size=(96, 96, 96), spacing=None, gestational_weeks=No
         "residual_rotation_deg": rotation_degrees(residual),
         "obliquity_deg": obliquity_degrees(grid.geometry.direction),
         "landmarks_object_mm": landmarks,
-        "signal": signal,
-        "bias_strength": bias_strength,
-        "noise_relative": noise,
+        **drawn,
         **anatomy,
     }
     return Phantom(image, grid.geometry, labels=labels, landmarks=landmarks_lps, info=plain(info))
