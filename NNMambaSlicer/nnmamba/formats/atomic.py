@@ -8,6 +8,7 @@ damaged segmentation, nor clobber the previous good result. So writers fill a te
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -65,3 +66,19 @@ def atomic_write(path, mode="w", encoding="utf-8", newline=None):
     with atomic_path(path) as temp:
         with open(temp, mode, **text_options) as handle:
             yield handle
+
+
+def write_json(path, document, **dump_options):
+    """Write ``document`` as indented JSON (no NaN: Slicer's readers refuse it), atomically."""
+    with atomic_write(path) as handle:
+        json.dump(document, handle, indent=2, allow_nan=False, **dump_options)
+        handle.write("\n")
+
+
+def read_json(path):
+    """The JSON document in ``path``; a ValueError that names the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error

@@ -8,11 +8,10 @@ The CSV gets a ``<name>.schema.csv`` companion, Slicer's own way to type table c
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
-from nnmamba.formats.atomic import atomic_write
+from nnmamba.formats.atomic import atomic_write, read_json, write_json
 
 COLUMNS = (
     ("class", "string", "Class name"),
@@ -24,9 +23,7 @@ COLUMNS = (
 def write_classification_json(path, result):
     """Write the result dict (at least "classes" and "probabilities"; every other key is kept) as JSON."""
     result = _checked_result(result)
-    with atomic_write(path) as handle:
-        json.dump(result, handle, indent=2, allow_nan=False, default=_plain)
-        handle.write("\n")
+    write_json(path, result, default=_plain)
 
 
 def write_classification_csv(path, result, schema=True):
@@ -48,11 +45,7 @@ def write_classification_csv(path, result, schema=True):
 
 def read_classification_json(path):
     """Read and check a result written by :func:`write_classification_json`."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            result = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    result = read_json(path)
     return _checked_result(result, source=f"{path}: ")
 
 

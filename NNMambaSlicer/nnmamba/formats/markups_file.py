@@ -8,12 +8,11 @@ test_formats.py). Positions are LPS millimetres, as Slicer writes them; Slicer c
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 
-from nnmamba.formats.atomic import atomic_write
+from nnmamba.formats.atomic import read_json, write_json
 
 SCHEMA_URL = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
@@ -69,18 +68,12 @@ def write_landmarks(path, points, lines=(), name="Landmarks"):
         markups.append(markup)
 
     document = {"@schema": SCHEMA_URL, "markups": markups}
-    with atomic_write(path) as handle:
-        json.dump(document, handle, indent=2, allow_nan=False)
-        handle.write("\n")
+    write_json(path, document)
 
 
 def read_landmarks(path):
     """Read the points of all Fiducial markups and all Line markups of a .mrk.json (ours or Slicer's), in LPS."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    document = read_json(path)
     if not isinstance(document, dict) or not SCHEMA_PATTERN.match(str(document.get("@schema", ""))):
         raise ValueError(f"{path} is not a Slicer markups file (no markups-schema-v1.x.y '@schema' entry).")
     points, lines = [], []
