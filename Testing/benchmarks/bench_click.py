@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_models import write_random_segmentation_package, write_synthetic_ct  # noqa: E402
+from bench_models import click_inputs  # noqa: E402
 from timing import best_time, print_table  # noqa: E402
 
 from nnmamba.runtime import retain_freed_memory  # noqa: E402
@@ -39,15 +39,10 @@ def main():
     args = parser.parse_args()
     retain_freed_memory()
 
-    from nnmamba.imaging import read_image
     from nnmamba.tasks import ClickSession
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        write_synthetic_ct(tmp / "ct.nrrd", args.size)
-        package = write_random_segmentation_package(tmp / "model", args.classes, args.channels,
-                                                    patch=(args.patch,) * 3)
-        volume = read_image(tmp / "ct.nrrd")
+        package, volume = click_inputs(tmp, args.size, args.classes, args.channels, args.patch)
         t0 = time.perf_counter()
         session = ClickSession(package, volume, device=args.device, max_windows=args.max_windows)
         setup = time.perf_counter() - t0

@@ -39,3 +39,15 @@ def write_random_segmentation_package(folder, classes=16, channels=8, spacing=No
     normalization = {"scheme": "ct", "clip": [-1000.0, 1000.0], "mean": 40.0, "std": 300.0}
     return segmentation_package(folder, classes=classes, channels=channels, patch=patch, spacing=spacing,
                                 normalization=normalization, model_id="bench-seg")
+
+
+def click_inputs(folder, size_ijk, classes, channels, patch):
+    """A synthetic CT (read back as a Volume) and a random segmentation package in ``folder/models/bench-seg``,
+    the inputs of the click benchmarks."""
+    from nnmamba.imaging import read_image
+
+    folder = Path(folder)
+    write_synthetic_ct(folder / "ct.nrrd", size_ijk)
+    package = write_random_segmentation_package(folder / "models" / "bench-seg", classes, channels,
+                                                patch=(patch,) * 3)
+    return package, read_image(folder / "ct.nrrd")

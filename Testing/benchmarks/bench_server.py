@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_models import write_random_segmentation_package, write_synthetic_ct  # noqa: E402
+from bench_models import click_inputs, write_synthetic_ct  # noqa: E402
 from timing import print_table  # noqa: E402
 
 from nnmamba.runtime import retain_freed_memory  # noqa: E402
@@ -46,15 +46,11 @@ def main():
     retain_freed_memory()
 
     from nnmamba.client import LocalServer
-    from nnmamba.imaging import read_image
     from nnmamba.tasks import ClickSession
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_synthetic_ct(tmp / "ct.nrrd", args.size)
-        package = write_random_segmentation_package(tmp / "models" / "bench-seg", args.classes, args.channels,
-                                                    patch=(args.patch,) * 3)
-        volume = read_image(tmp / "ct.nrrd")
+        package, volume = click_inputs(tmp, args.size, args.classes, args.channels, args.patch)
         raw = volume.array[0].astype(np.int16)   # what Slicer would send: the stored voxel type
 
         with LocalServer(device=args.device, models_dir=tmp / "models") as server:
