@@ -79,6 +79,10 @@ def build_parser():
 
     predict = register_predict(sub, _device_option)
     predict.set_defaults(handler=lambda args: predict.print_help() or EXIT_BAD_INPUT)
+    from .cli_demo import register_demo, register_train
+
+    register_demo(sub, _device_option)
+    register_train(sub)
     return parser
 
 

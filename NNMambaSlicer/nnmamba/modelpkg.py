@@ -493,13 +493,18 @@ def zip_package(folder, zip_path=None):
 
 # ------------------------------------------------------------------------------------------- finding packages
 
-def bundled_models_dir():
-    """``Resources/Models`` of the source tree (or next to the package in a Slicer install), if present."""
+def bundled_resource_dir(name):
+    """``Resources/<name>`` of the source tree (or next to the package in a Slicer install), if present."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "Resources" / "Models", here.parent / "Resources" / "Models"):
+    for candidate in (here.parents[1] / "Resources" / name, here.parent / "Resources" / name):
         if candidate.is_dir():
             return candidate
     return None
+
+
+def bundled_models_dir():
+    """The bundled model packages (demo models and the catalog)."""
+    return bundled_resource_dir("Models")
 
 
 def user_models_dir():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from nnmamba.demo.evaluation import auc
 from nnmamba.demo.losses import classification_loss, dice_ce_loss, heatmap_loss
 from nnmamba.demo.phantoms import CT_LABELS, LANDMARK_NAMES, abdomen_ct, brain_atrophy, fetal_brain
-from nnmamba.demo.training import auc, fit, train, validate
+from nnmamba.demo.training import fit, train, validate
 from nnmamba.demo.training_data import (
     Augmentation,
     Case,
@@ -249,3 +250,19 @@ def test_losses_are_small_for_right_answers_and_large_for_wrong_ones():
     logits = torch.tensor([[5.0], [-5.0]])
     assert classification_loss(logits, torch.tensor([1, 0])) < 0.01 < 1.0 < classification_loss(logits,
                                                                                               torch.tensor([0, 1]))
+
+
+def test_the_relu_head_starts_open_so_every_class_map_gets_gradient():
+    from nnmamba.demo.training import _open_relu_head
+    from nnmamba.networks import NNMambaSeg
+
+    network = NNMambaSeg(in_ch=1, channels=4, number_classes=3, variant="nnunet").eval()
+    network.do_ds = False
+    image = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        closed = (network(image) > 0).float().mean()
+        _open_relu_head(network)
+        opened = (network(image) > 0).float().mean()
+    assert closed < 0.8 and opened > 0.99  # BN + ReLU cut about half the logits to 0 before
+    assert set(network.state_dict()) == set(NNMambaSeg(in_ch=1, channels=4, number_classes=3,
+                                                        variant="nnunet").state_dict())

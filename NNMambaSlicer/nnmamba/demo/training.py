@@ -17,6 +17,7 @@ import datetime
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -24,14 +25,9 @@ import torch
 
 from ..modelpkg import ModelPackage, validate_meta, write_package
 from ..predictor import NetworkPredictor
-from ..tasks.classification import classify_volume
-from ..tasks.landmarks import detect_landmarks
-from ..tasks.segmentation import segment_volume
+from .evaluation import HEADLINE, evaluate
 from .losses import classification_loss, dice_ce_loss, heatmap_loss
-from .training_data import Augmentation, Sampler, TrainingDataError, default_phantom, phantom_volume, prepare_case
-
-METRICS = {"segmentation": ("mean_dice", True), "landmarks": ("mean_radial_error_mm", False),
-           "classification": ("auc", True)}  # name, higher is better
+from .training_data import Augmentation, Sampler, TrainingDataError, default_phantom, prepare_case
 
 
 @dataclass
@@ -65,12 +61,13 @@ def _check_seeds(train_seeds, val_seeds):
 
 def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, progress=True, log=print, *,
         phantom: Optional[Callable] = None, phantom_size=None, sigma=2.0, augmentation: Optional[Augmentation] = None,
-        validate_every=None, weight_decay=0.0) -> TrainingRun:
+        validate_every=None, weight_decay=0.0, schedule="constant") -> TrainingRun:
     """Train the network ``meta`` describes on phantoms; returns the best-validation network (no files written).
 
     ``phantom``: ``seed -> Phantom`` (default: the task's phantom, at ``phantom_size`` voxels I J K). ``sigma``: the
     landmark heatmap width in network voxels. ``validate_every``: steps between validations (default: five per run,
-    and always after the last step).
+    and always after the last step). ``schedule``: ``constant`` or ``poly`` (nnU-Net's lr * (1 - step/steps)^0.9,
+    which lets the last steps settle).
     """
     package = _unfinished_package(meta, "unwritten")
     task = package.task
@@ -78,6 +75,8 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
     if int(steps) < 1 or int(batch_size) < 1 or not lr > 0:
         raise TrainingDataError(f"steps and batch_size must be >= 1 and lr > 0 (got {steps}, {batch_size}, {lr}).")
     steps, batch_size = int(steps), int(batch_size)
+    if schedule not in ("constant", "poly"):
+        raise TrainingDataError(f"schedule must be 'constant' or 'poly', got {schedule!r}.")
     augmentation = augmentation or Augmentation()
     make_phantom = phantom or default_phantom(task, phantom_size)
     validate_every = max(1, int(validate_every or -(-steps // 5)))
@@ -96,9 +95,11 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
         model = package.architecture.build()
         if hasattr(model, "do_ds"):
             model.do_ds = False  # train the full-resolution output, the one inference uses
+        if task == "segmentation":
+            _open_relu_head(model)  # (a landmark head wants its zeros: heatmaps are 0 almost everywhere)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         losses, validations, best, best_state = [], [], None, None
-        metric, higher_is_better = METRICS[task]
+        metric, higher_is_better = HEADLINE[task]
         bar = _progress_bar(steps, progress)
         if progress and log is print:
             log = bar.write  # keeps the bar on its own line
@@ -114,6 +115,9 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
             else:
                 loss = classification_loss(output, target)
             optimizer.zero_grad(set_to_none=True)
+            if schedule == "poly":
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * (1 - (step - 1) / steps) ** 0.9
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -133,17 +137,31 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
     finally:
         torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
     name = getattr(phantom, "__name__", "") if phantom else _phantom_name(task)
-    recipe = {"task": task, "phantom": name if name.isidentifier() else "custom",
+    recipe = {"task": task, "phantom": name if name.isidentifier() or name.startswith("dataset ") else "custom",
               "phantom_size": list(phantom_size) if phantom_size is not None else None,
               "train_seeds": train_seeds, "val_seeds": val_seeds, "steps": steps, "batch_size": batch_size,
-              "lr": lr, "weight_decay": weight_decay, "seed": seed, "optimizer": "Adam",
-              "loss": {"segmentation": "cross-entropy + foreground soft Dice", "landmarks": "heatmap MSE",
+              "lr": lr, "schedule": schedule, "weight_decay": weight_decay, "seed": seed, "optimizer": "Adam",
+              "loss": {"segmentation": "cross-entropy + foreground soft Dice",
+                       "landmarks": "heatmap MSE, peaks weighted as much as the background",
                        "classification": "BCE with logits / cross-entropy"}[task],
               "augmentation": asdict(augmentation), "validate_every": validate_every,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
     if task == "landmarks":
         recipe.update(sigma_voxels=float(sigma), peak_scale=peak_scale)
     return TrainingRun(model.eval(), losses, validations, best, time.perf_counter() - started, recipe)
+
+
+def _open_relu_head(model, bias=2.0):
+    """The official segmentation network ends in BN + ReLU (``conv8``), so from a zero-bias start half of every
+    output map is cut to 0 and gets no gradient, and a 7-class head learns several times slower. Starting the head's
+    BN biases at +2 keeps it in ReLU's linear range at first; it learns where to cut. Same architecture and keys."""
+    head = getattr(model, "conv8", None)
+    if head is None:
+        return
+    with torch.no_grad():
+        for layer in head.modules():
+            if isinstance(layer, torch.nn.BatchNorm3d):
+                layer.bias.fill_(bias)
 
 
 def _phantom_name(task):
@@ -160,14 +178,22 @@ def train(meta, out_folder, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3
           *, overwrite=False, **options) -> ModelPackage:
     """Train (see :func:`fit` for ``options``) and write the best state as a model package in ``out_folder``, with
     the recipe, validation metrics and wall time in ``card`` and ``provenance.training``."""
+    refuse_existing(out_folder, overwrite)
     run = fit(meta, train_seeds, val_seeds, steps, batch_size, lr, seed, progress, log, **options)
     return write_package(out_folder, describe_run(meta, run), run.model, overwrite=overwrite)
+
+
+def refuse_existing(out_folder, overwrite):
+    """Before a long training run, not after it: a package folder that exists is only replaced on request."""
+    if Path(out_folder).exists() and not overwrite:
+        raise TrainingDataError(f"{out_folder} already exists; choose another folder, or overwrite it "
+                                "(--overwrite).")
 
 
 def describe_run(meta, run: TrainingRun) -> dict:
     """``meta`` with the training record added (model card text and ``provenance``)."""
     meta = copy.deepcopy(meta)
-    metric = METRICS[run.recipe["task"]][0]
+    metric = HEADLINE[run.recipe["task"]][0]
     provenance = dict(meta.get("provenance", {}))
     provenance.setdefault("source", "nnmamba.demo.training on synthetic phantoms (nnmamba.demo.phantoms)")
     provenance["created"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -175,6 +201,7 @@ def describe_run(meta, run: TrainingRun) -> dict:
                                   final_loss=run.losses[-1], wall_seconds=round(run.seconds, 1))
     recipe = run.recipe
     card = [
+        f"Trained on the {recipe['phantom']}." if recipe["phantom"].startswith("dataset ") else
         f"Trained on synthetic {recipe['phantom']} phantoms only: a demonstration model, not for clinical use.",
         f"Recipe: {recipe['steps']} steps of Adam (lr {recipe['lr']}, batch {recipe['batch_size']}), seed "
         f"{recipe['seed']}, loss {recipe['loss']}; {len(recipe['train_seeds'])} training and "
@@ -188,52 +215,9 @@ def describe_run(meta, run: TrainingRun) -> dict:
     return meta
 
 
-# --------------------------------------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------------------------------ validation
 
 def validate(package, model, phantoms) -> float:
-    """The task metric over validation phantoms, through the inference code path on their original grids."""
+    """The task's headline metric over validation phantoms, through the inference code path on their own grids."""
     predictor = NetworkPredictor(model, device="cpu", activation=package.inference["activation"], mirroring=False)
-    task = package.task
-    if task == "segmentation":
-        scores = []
-        for phantom in phantoms:
-            labels = segment_volume(package, phantom_volume(phantom), device="cpu", predictor=predictor).labels
-            scores += dice_scores(labels, phantom.labels, package.network["out_channels"])
-        return float(np.mean(scores)) if scores else 0.0
-    if task == "landmarks":
-        errors = []
-        for phantom in phantoms:
-            result = detect_landmarks(package, phantom_volume(phantom), device="cpu", predictor=predictor)
-            errors += [float(np.linalg.norm(np.asarray(p["position"]) - np.asarray(phantom.landmarks[p["label"]])))
-                       for p in result.points]
-        return float(np.mean(errors))
-    probabilities, truth = [], []
-    for phantom in phantoms:
-        probabilities.append(classify_volume(package, phantom_volume(phantom), device="cpu",
-                                             predictor=predictor).probabilities)
-        truth.append(int(phantom.label))
-    probabilities, truth = np.asarray(probabilities), np.asarray(truth)
-    classes = [c for c in range(probabilities.shape[1]) if 0 < np.sum(truth == c) < len(truth)]
-    return float(np.mean([auc(probabilities[:, c], truth == c) for c in classes]))
-
-
-def dice_scores(predicted, reference, num_classes) -> list:
-    """Dice of each foreground class present in either map (a class absent from both is not scored)."""
-    scores = []
-    for value in range(1, num_classes):
-        a, b = predicted == value, reference == value
-        total = int(a.sum()) + int(b.sum())
-        if total:
-            scores.append(2.0 * int(np.logical_and(a, b).sum()) / total)
-    return scores
-
-
-def auc(scores, positive) -> float:
-    """Area under the ROC curve = P(score of a positive > score of a negative), ties counting one half."""
-    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        raise ValueError("The AUC needs at least one positive and one negative case.")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+    return evaluate(package, phantoms, predictor)[HEADLINE[package.task][0]]

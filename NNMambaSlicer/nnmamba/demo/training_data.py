@@ -37,8 +37,10 @@ def default_phantom(task: str, size=None) -> Callable:
 
 
 def phantom_volume(phantom):
-    """The phantom's image as the one-channel Volume the task functions take."""
-    return volume_from_array(phantom.image[None], phantom.geometry)
+    """The phantom's (or dataset case's) image as the Volume the task functions take: (K, J, I) is one channel,
+    (C, K, J, I) several."""
+    image = phantom.image if phantom.image.ndim == 4 else phantom.image[None]
+    return volume_from_array(image, phantom.geometry)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,8 @@ class Sampler:
         ijk_order = self.task == "classification" and self.package.input.get("axis_order", "kji") == "ijk"
         spatial = [axis if ijk_order else 2 - axis for axis in flipped]  # axis among the three spatial ones
         image = np.ascontiguousarray(np.flip(image, [1 + a for a in spatial]))
+        if self.task == "classification":
+            return image, target  # a class is the same in a mirror image
         if self.task == "segmentation":
             target = np.flip(target, spatial)
         elif self.task == "landmarks":

@@ -1,0 +1,90 @@
+"""Export the landmarks as the user left them (after any drags): one ``.mrk.json`` holding the point list and the
+lines (Slicer's "Add data" loads all of them), and a CSV for spreadsheets. Both written all-or-nothing.
+
+Files are LPS like every file Slicer writes; positions are taken in the nodes' own frame (no parent transform),
+as Slicer's markups storage does.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+
+from .landmark_nodes import find_landmark_nodes
+
+CSV_COLUMNS = ("name", "kind", "x_lps", "y_lps", "z_lps", "confidence", "length_mm", "from", "to")
+_CONFIDENCE = re.compile(r"confidence\s+([0-9.eE+-]+)")
+
+
+class LandmarkExportError(ValueError):
+    """Nothing to export, or the nodes are not a landmark result."""
+
+
+def landmark_points(nodes):
+    """[{"label", "position" (LPS mm), "description"}] of the point list, in order."""
+    from nnmamba.geometry import ras_to_lps
+
+    nodes = _checked(nodes)
+    points = []
+    for index in range(nodes.points.GetNumberOfControlPoints()):
+        position = [0.0, 0.0, 0.0]
+        nodes.points.GetNthControlPointPosition(index, position)
+        points.append({"label": nodes.points.GetNthControlPointLabel(index),
+                       "position": [float(v) for v in ras_to_lps(position)],
+                       "description": nodes.points.GetNthControlPointDescription(index)})
+    return points
+
+
+def landmark_lines(nodes):
+    """[{"name", "from", "to", "length" (mm)}] of the measurement lines, in order."""
+    nodes = _checked(nodes)
+    return [{"name": name, "from": nodes.line_ends(name)[0], "to": nodes.line_ends(name)[1],
+             "length": nodes.line_length(name)} for name in nodes.lines]
+
+
+def export_markups_json(nodes, path):
+    """Write the point list and its lines to one ``.mrk.json`` (Slicer markups schema v1.0.3)."""
+    from nnmamba.formats import write_landmarks
+
+    nodes = _checked(nodes)
+    lines = [{"name": line["name"], "from": line["from"], "to": line["to"]} for line in landmark_lines(nodes)]
+    write_landmarks(path, landmark_points(nodes), lines, name=nodes.points.GetName() or "Landmarks")
+    return path
+
+
+def export_csv(nodes, path):
+    """Write one row per point (LPS position, confidence) and one per line (length, ends), see CSV_COLUMNS."""
+    from nnmamba.formats import atomic_write
+
+    nodes = _checked(nodes)
+    points, lines = landmark_points(nodes), landmark_lines(nodes)
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for point in points:
+            writer.writerow([point["label"], "point", *(f"{v:.3f}" for v in point["position"]),
+                             _confidence(point["description"]), "", "", ""])
+        for line in lines:
+            writer.writerow([line["name"], "line", "", "", "", "", f"{line['length']:.3f}", line["from"], line["to"]])
+    return path
+
+
+def _checked(nodes):
+    """Accept LandmarkNodes or a points node made by update_landmark_nodes."""
+    if nodes is not None and not hasattr(nodes, "lines"):
+        nodes = find_landmark_nodes(nodes)
+    if nodes is None or nodes.points is None or nodes.points.GetNumberOfControlPoints() == 0:
+        raise LandmarkExportError("There are no landmarks to export: run a landmark model first.")
+    return nodes
+
+
+def _confidence(description):
+    match = _CONFIDENCE.search(description or "")
+    if not match:
+        return ""
+    try:
+        value = float(match.group(1))
+    except ValueError:
+        return ""
+    return f"{value:.3f}" if math.isfinite(value) else ""

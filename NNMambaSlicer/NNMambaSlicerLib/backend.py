@@ -1,0 +1,462 @@
+"""The connection to an nnmamba server, shared by the three NNMamba modules, and the jobs it runs.
+
+Everything here is GUI-free: the widgets poll :meth:`Job.poll` from a ``qt.QTimer`` so that Slicer never waits on
+the network or on a network pass. Volumes are uploaded once per (node, modification time): running a second task
+on the same unchanged volume sends nothing again. One :class:`Backend` serves the whole application
+(:func:`shared_backend`), so the three modules share the loaded models and one private local server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+FINAL_STATES = ("done", "failed", "cancelled")
+_RESULT_SUFFIXES = {"segmentation": ".seg.nrrd", "landmarks": ".mrk.json", "classification": ".json"}
+_SAME_GRID_TOLERANCE = 1e-4   # mm (origin) and relative (spacing, direction) between channels of one input
+_shared = None
+
+
+class BackendNotConnected(ValueError):
+    """No backend is running or connected yet: the user has to start or connect one (NNMamba module)."""
+
+
+class JobStatus(NamedTuple):
+    """What the server says about a job, ready for a progress bar."""
+
+    state: str                       # queued | running | done | failed | cancelled
+    progress: float                  # 0..1
+    eta_seconds: Optional[float]     # None until the server can estimate it
+    message: str                     # e.g. "tile 3 of 12", "queued (1 job ahead)", or the error when failed
+    done: bool                       # the job ended (done, failed or cancelled): stop polling
+    error: Optional[str] = None      # the server's one-sentence reason when failed
+
+    @property
+    def succeeded(self):
+        return self.state == "done"
+
+
+def default_python():
+    """The interpreter for a local server: Slicer's PythonSlicer (on PATH or next to this executable), else this
+    interpreter when it is a plain Python (outside Slicer ``sys.executable`` is one; inside, it may be the app)."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    here = Path(sys.executable).parent
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        if (here / name).is_file():
+            return str(here / name)
+    if not Path(sys.executable).name.lower().startswith("python"):
+        raise RuntimeError(f"No PythonSlicer found (on PATH or next to {sys.executable}) to run the local NNMamba "
+                           "server. Reinstall Slicer, or use a remote server.")
+    return sys.executable
+
+
+def _nnmamba_parent():
+    """The folder holding the ``nnmamba`` package, which a child interpreter must be able to import."""
+    import nnmamba
+
+    return str(Path(nnmamba.__file__).resolve().parent.parent)
+
+
+def _local_server_class():
+    from nnmamba.client_local import LocalServer
+
+    class SlicerLocalServer(LocalServer):
+        """``nnmamba serve`` run so that it finds the nnmamba package shipped with the extension: PythonSlicer
+        does not have Slicer's additional module paths on its sys.path."""
+
+        def command(self):
+            command = super().command()   # [python, "-m", "nnmamba", "serve", ...]
+            boot = (f"import sys; sys.path.insert(0, {_nnmamba_parent()!r}); from nnmamba.cli import main; "
+                    "raise SystemExit(main(sys.argv[1:]))")
+            return [command[0], "-c", boot] + command[3:]
+
+    return SlicerLocalServer
+
+
+class Backend:
+    """One nnmamba server: a private local one (:meth:`local`) or a remote one (:meth:`remote`)."""
+
+    def __init__(self, client, server=None, device="auto"):
+        self.client = client
+        self.server = server            # the LocalServer we started, or None for a remote server
+        self.device = device or "auto"
+        self._sessions = {}             # upload key -> session id
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"Backend({self.kind}, {self.url!r})"
+
+    # -- connecting -----------------------------------------------------------------------------------------
+    @classmethod
+    def local(cls, device="auto", models_dir=None, python=None, start_timeout=120.0):
+        """Start a private server on this machine (PythonSlicer, loopback, random token) and connect to it."""
+        from nnmamba.client import BackendError
+
+        server = _local_server_class()(device=device or "auto", models_dir=models_dir,
+                                       python=python or default_python(), start_timeout=start_timeout)
+        try:
+            server.start()
+        except OSError as error:   # the interpreter itself could not be run
+            raise BackendError(f"Cannot run the Python interpreter {server.python} for the local NNMamba server "
+                               f"({error.strerror or error}). Reinstall Slicer, or use a remote server.") from None
+        try:
+            client = server.client(timeout=60)
+            client.check_version()
+        except BaseException:
+            server.stop()
+            raise
+        return cls(client, server, device)
+
+    @classmethod
+    def remote(cls, url, token, device="auto", connect_timeout=10.0, timeout=60.0):
+        """Connect to a running ``nnmamba serve``; the token is checked now, so a wrong one fails here and not at
+        the first Apply. An empty token falls back to $NNMAMBA_SERVER_TOKEN or ~/.nnmamba/server-token."""
+        from nnmamba.client import Client
+
+        client = Client(url, token=token or None, timeout=connect_timeout)
+        client.check_version()
+        client.environment()   # needs the token: BackendError naming the token when it is refused
+        client.timeout = float(timeout)
+        return cls(client, None, device)
+
+    @property
+    def kind(self):
+        return "local" if self.server is not None else "remote"
+
+    @property
+    def url(self):
+        return self.client.url
+
+    def is_alive(self):
+        """True when the server answers (and, for a local one, its process still runs)."""
+        from nnmamba.client import BackendError
+
+        if self.server is not None and (self.server.process is None or self.server.process.poll() is not None):
+            return False
+        try:
+            return self.client.health().get("status") == "ok"
+        except (BackendError, AttributeError):
+            return False
+
+    def environment(self):
+        """The server's GET /environment answer (versions, device, GPU, scan back end, memory, queue)."""
+        return self.client.environment()
+
+    def models(self, task=None):
+        """The server's installed models (id, name, version, task, inputs, where), optionally of one task."""
+        models = self.client.models() or []
+        return [m for m in models if task is None or m.get("task") == task]
+
+    def stop(self):
+        """Forget the uploaded volumes (deleted on the server) and stop the local server, if it is ours."""
+        from nnmamba.client import BackendError
+
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        if self.server is None:
+            for session in sessions:
+                try:
+                    self.client.delete_session(session)
+                except BackendError:
+                    pass
+        else:
+            self.server.stop()
+
+    # -- volumes and jobs -----------------------------------------------------------------------------------
+    @staticmethod
+    def upload_key(volume_nodes):
+        """What identifies one upload: per node its ID, its voxels' modification time and its IJK->RAS matrix.
+        Not the node's own MTime: that changes with every attribute (a classification result, a rename), which
+        does not change what the server needs."""
+        import vtk
+
+        key = []
+        for node in volume_nodes:
+            image = node.GetImageData()
+            matrix = vtk.vtkMatrix4x4()
+            node.GetIJKToRASMatrix(matrix)
+            placement = tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4))
+            key.append((node.GetID(), image.GetMTime() if image is not None else 0, placement))
+        return tuple(key)
+
+    def session_for(self, volume_nodes):
+        """The server session holding these volumes (channels in order), uploading them only when they are new,
+        were modified since, or the server forgot them (sessions expire when unused)."""
+        from nnmamba.client import BackendRequestError
+
+        volume_nodes = _as_node_list(volume_nodes)
+        key = self.upload_key(volume_nodes)
+        with self._lock:
+            session = self._sessions.get(key)
+        if session is not None:
+            try:
+                self.client.session(session)
+                return session
+            except BackendRequestError as error:
+                if error.status != 404:
+                    raise
+        array, geometry = stacked_input(volume_nodes)
+        session = self.client.upload_volume(array, geometry, name=volume_nodes[0].GetName())
+        with self._lock:
+            stale = [k for k in self._sessions if _same_nodes(k, key)]
+            old = [self._sessions.pop(k) for k in stale]
+            self._sessions[key] = session
+        for old_session in old:
+            self._delete_quietly(old_session)
+        return session
+
+    def _delete_quietly(self, session):
+        from nnmamba.client import BackendError
+
+        try:
+            self.client.delete_session(session)
+        except BackendError:
+            pass
+
+    def start_job(self, volume_nodes, task, model, **options):
+        """Upload (if needed) and queue ``task`` with ``model``; returns at once with a :class:`Job` to poll."""
+        if self.server is None and self.device not in (None, "", "auto"):
+            options.setdefault("device", self.device)
+        session = self.session_for(volume_nodes)
+        job_id = self.client.submit(session, task, model, **options)
+        return Job(self.client, job_id, task, model, session)
+
+
+class Job:
+    """A job on the server. Poll it until ``poll().done``; then read the result (or the error in the status)."""
+
+    def __init__(self, client, job_id, task, model, session):
+        self.client = client
+        self.id = job_id
+        self.task = task
+        self.model = model
+        self.session = session
+        self.last_status = None
+
+    def __repr__(self):
+        return f"Job({self.id!r}, {self.task}, {self.model!r})"
+
+    def poll(self):
+        """The job's status now (one GET /jobs/{id})."""
+        info = self.client.job(self.id)
+        state = info.get("state", "failed")
+        error = info.get("error")
+        message = error if state == "failed" and error else (info.get("message") or state)
+        eta = info.get("eta")
+        self.last_status = JobStatus(state, float(info.get("progress") or 0.0), None if eta is None else float(eta),
+                                     str(message), state in FINAL_STATES, error)
+        return self.last_status
+
+    def cancel(self):
+        """Ask the server to stop the job at its next tile; a job that already ended is left as it is."""
+        from nnmamba.client import BackendError
+
+        try:
+            self.client.cancel(self.id)
+        except BackendError as error:
+            if error.status != 409:   # 409: already finished
+                raise
+
+    def wait(self, timeout=None, poll=0.2):
+        """Block until the job ends (scripts, self-tests); returns the final status. Raises BackendError when the
+        job failed and nnmamba.progress.Cancelled when it was cancelled."""
+        self.client.wait(self.id, poll=poll, timeout=timeout)
+        return self.poll()
+
+    def result_json(self):
+        """The result's JSON form (segments, points and lines, or classes/probabilities/decision)."""
+        return self.client.result_json(self.id)
+
+    def result_file(self, folder):
+        """Write the result file (.seg.nrrd, .mrk.json or .json) into ``folder``; returns its path."""
+        _, headers, data = self.client.request("GET", f"/jobs/{self.id}/result")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _result_filename(headers, self.task)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+
+class JobRun:
+    """A job as a module sees it: polled from the widget's QTimer (one short request each), cancelled, or waited
+    for by scripts and self-tests; :meth:`finished_status` refuses to go on when it failed or was cancelled.
+    Subclasses turn the result into scene nodes and name their error class and what they do in ``what``."""
+
+    error_class = RuntimeError
+    what = "The job"
+
+    def __init__(self, job):
+        self.job = job
+        self.status = None
+        self.started = time.monotonic()
+
+    def poll(self):
+        self.status = self.job.poll()
+        return self.status
+
+    @property
+    def done(self):
+        return self.status is not None and self.status.done
+
+    def cancel(self):
+        self.job.cancel()
+
+    def finished_status(self):
+        """The final status of a job that ended well; ``error_class`` when it is running, failed or cancelled."""
+        status = self.status if self.done else self.poll()
+        if not status.done:
+            raise self.error_class(f"{self.what} is still running; wait until it is done.")
+        if status.state != "done":
+            reason = getattr(status, "error", None) or status.message or status.state
+            raise self.error_class(f"{self.what} {status.state}: {reason}")
+        return status
+
+    def wait(self, timeout=600.0, interval=0.2, process_events=None):
+        """Poll until the job ends; ``process_events`` (e.g. slicer.app.processEvents) runs between polls so the
+        application stays responsive. A job still running at ``timeout`` is cancelled. Returns the final status."""
+        deadline = time.monotonic() + timeout
+        while not self.poll().done:
+            if time.monotonic() > deadline:
+                self.cancel()
+                raise self.error_class(f"{self.what} did not finish within {timeout:.0f} s; it was cancelled.")
+            if process_events is not None:
+                process_events()
+            time.sleep(interval)
+        return self.status
+
+
+def describe_eta(status):
+    """"about 12 s left", or "" while unknown or finished."""
+    if status is None or status.done or status.eta_seconds is None:
+        return ""
+    seconds = max(0.0, float(status.eta_seconds))
+    return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
+
+
+def _result_filename(headers, task):
+    disposition = next((v for k, v in headers.items() if k.lower() == "content-disposition"), "")
+    found = re.search(r'filename="?([^";/\\]+)"?', disposition)
+    name = found.group(1).strip() if found else ""
+    if not name or name.startswith("."):
+        name = task + _RESULT_SUFFIXES.get(task, ".bin")
+    return name
+
+
+def _as_node_list(volume_nodes):
+    if volume_nodes is None:
+        nodes = []
+    elif hasattr(volume_nodes, "GetID"):
+        nodes = [volume_nodes]
+    else:
+        nodes = list(volume_nodes)
+    if not nodes or any(node is None for node in nodes):
+        raise ValueError("Select the input volume(s) first.")
+    return nodes
+
+
+def _same_nodes(key_a, key_b):
+    return [item[0] for item in key_a] == [item[0] for item in key_b]
+
+
+def stacked_input(volume_nodes):
+    """``(array, geometry)`` to upload: one volume as (K, J, I), several as channels (C, K, J, I), which must lie
+    on the same voxel grid."""
+    import numpy as np
+
+    from .volumes import volume_array, volume_geometry
+
+    volume_nodes = _as_node_list(volume_nodes)
+    arrays = [volume_array(node) for node in volume_nodes]
+    geometry = volume_geometry(volume_nodes[0])
+    if len(arrays) == 1:
+        return arrays[0], geometry
+    first = volume_nodes[0].GetName()
+    for node, array in zip(volume_nodes[1:], arrays[1:]):
+        other = volume_geometry(node)
+        same = (array.shape == arrays[0].shape
+                and np.allclose(other.origin, geometry.origin, atol=_SAME_GRID_TOLERANCE)
+                and np.allclose(other.spacing, geometry.spacing, rtol=_SAME_GRID_TOLERANCE)
+                and np.allclose(other.direction, geometry.direction, atol=_SAME_GRID_TOLERANCE))
+        if not same:
+            raise ValueError(f"Volumes {first!r} and {node.GetName()!r} do not share one voxel grid (size, origin, "
+                             "spacing or axes differ); the model needs co-registered channels on the same grid. "
+                             f"Resample {node.GetName()!r} onto {first!r} first (e.g. with the Resample Scalar/Vector/"
+                             "DWI Volume module).")
+    common = np.result_type(*arrays)
+    if common.kind in "iu" and common.itemsize == 8:
+        common = np.float64
+    return np.stack([a.astype(common, copy=False) for a in arrays]), geometry
+
+
+# -- one backend for the whole application -----------------------------------------------------------------
+
+def shared_backend():
+    """The backend the NNMamba modules use, or None when none was started or connected."""
+    return _shared
+
+
+def set_shared_backend(backend):
+    """Make ``backend`` (or None) the shared one; a previous, different backend is stopped."""
+    global _shared
+    previous, _shared = _shared, backend
+    if previous is not None and previous is not backend:
+        previous.stop()
+    return backend
+
+
+def require_shared_backend():
+    """The shared backend, or a clear error saying how to get one."""
+    if _shared is None:
+        raise BackendNotConnected("No NNMamba backend is running. Open the NNMamba module and press 'Start' (local "
+                                  "server) or 'Connect' (remote server) in its Backend section.")
+    return _shared
+
+
+class BackendStarter:
+    """Starts a local backend in a thread, so that the GUI stays responsive during the server's start-up (importing
+    torch alone can take many seconds). Poll :attr:`finished` (from a QTimer); then :meth:`result` returns the
+    Backend or raises what stopped it. With ``share=True`` the result becomes the shared backend."""
+
+    def __init__(self, share=False, **local_options):
+        self._options = local_options
+        self._share = share
+        self._backend = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="nnmamba-backend-start", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._backend = Backend.local(**self._options)
+        except BaseException as error:   # handed to the GUI thread by result()
+            self._error = error
+
+    @property
+    def finished(self):
+        return not self._thread.is_alive()
+
+    def result(self, timeout=None):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("The local NNMamba server is still starting.")
+        if self._error is not None:
+            raise self._error
+        if self._share and shared_backend() is not self._backend:
+            set_shared_backend(self._backend)
+        return self._backend

@@ -1,0 +1,233 @@
+"""The model manager behind the hub's Models section: what is installed, what the catalog offers, importing a
+package folder, a package .zip, an official checkpoint or an nnU-Net v1 result folder (also zipped), and verifying
+the weights.
+
+Bringing one's own model must need no file editing (a user pain point of other AI extensions): a model package is
+validated and copied into the models folder, anything else goes through :mod:`nnmamba.importers` with a preset.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+CHECKPOINT_SUFFIXES = (".model", ".pth", ".pt", ".safetensors", ".ckpt")
+
+
+@dataclass
+class ModelRow:
+    """One line of the model table."""
+
+    id: str
+    name: str
+    version: Optional[str]
+    task: Optional[str]
+    source: str                     # "user", "bundled", "catalog" or "invalid"
+    installed: bool
+    where: str                      # package path, or how to obtain a catalog model
+    verified: Optional[bool] = None   # None: weights not hashed yet
+    preset: Optional[str] = None      # catalog models: the preset to import them with
+    inputs: List[str] = field(default_factory=list)
+    problem: Optional[str] = None
+
+    @property
+    def state(self):
+        """What the table's status column says."""
+        if self.problem:
+            return "invalid"
+        if not self.installed:
+            return "not installed"
+        return {True: "verified", False: "modified"}.get(self.verified, "installed")
+
+
+class ModelImportFailed(ValueError):
+    """An import that did not produce a package; the message says why and what to do."""
+
+
+class ModelAlreadyInstalled(ModelImportFailed):
+    """A model with that id is installed already; importing again with ``overwrite=True`` replaces it."""
+
+
+def models_folder(models_dir=None, create=True):
+    """Where imported models go (``models_dir``, else $NNMAMBA_MODELS_DIR, else ~/.nnmamba/models)."""
+    from nnmamba.modelpkg import user_models_dir
+
+    folder = Path(models_dir).expanduser() if models_dir else user_models_dir()
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def search_folders(models_dir=None):
+    """``[(source, folder)]``: the user models folder first, then the models bundled with the extension."""
+    from nnmamba.modelpkg import bundled_models_dir
+
+    folders = [("user", models_folder(models_dir, create=False))]
+    bundled = bundled_models_dir()
+    if bundled is not None and bundled.resolve() != folders[0][1].resolve():
+        folders.append(("bundled", bundled))
+    return folders
+
+
+def _row(package, source):
+    return ModelRow(id=package.id, name=package.name, version=package.version, task=package.task, source=source,
+                    installed=True, where=str(package.root),
+                    inputs=[channel["name"] for channel in package.input["channels"]])
+
+
+def list_models(models_dir=None, task=None, include_catalog=True, catalog=None):
+    """Installed packages (user folder first, then bundled), invalid package folders with their problem, then the
+    catalog models not installed yet. ``task`` keeps one task only."""
+    from nnmamba.modelpkg import find_packages, load_catalog
+
+    rows = []
+    for source, folder in search_folders(models_dir):
+        problems = []
+        rows += [_row(package, source) for package in find_packages(folder, problems)]
+        rows += [ModelRow(id=path.name, name=path.name, version=None, task=None, source="invalid", installed=False,
+                          where=str(path), problem=message) for path, message in problems]
+    if include_catalog:
+        installed = {row.id for row in rows}
+        for entry in load_catalog(catalog):
+            if entry["id"] in installed:
+                continue
+            obtain = entry["obtain"]
+            rows.append(ModelRow(id=entry["id"], name=entry.get("name", entry["id"]), version=entry["version"],
+                                 task=entry["task"], source="catalog", installed=False,
+                                 where=obtain.get("url") or obtain["instructions"], preset=entry["preset"],
+                                 inputs=list(entry.get("inputs", []))))
+    return [row for row in rows if task is None or row.task == task]
+
+
+def verify_model(path):
+    """Re-check a package (schema, rules, weights' SHA-256); raises ModelPackageError saying what is wrong."""
+    from nnmamba.modelpkg import ModelPackage
+
+    package = ModelPackage.open(path, verify=True)
+    row = _row(package, "user")
+    row.verified = True
+    return row
+
+
+def presets():
+    """``[(name, title, task)]`` for the preset combo box."""
+    from nnmamba.presets import PRESETS
+
+    return [(name, preset.title, preset.task) for name, preset in PRESETS.items()]
+
+
+def source_kind(path):
+    """'package' (folder or .zip with model.json), 'nnunet-folder', 'nnunet-zip' or 'checkpoint'."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return "package" if (path / "model.json").is_file() else "nnunet-folder"
+    if not path.is_file():
+        raise ModelImportFailed(f"{path} does not exist.")
+    if path.name == "model.json":
+        return "package"
+    if path.name.lower().endswith(CHECKPOINT_SUFFIXES):   # before the zip test: torch.save writes zip files
+        return "checkpoint"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if "model.json" in names or any(n.count("/") == 1 and n.endswith("/model.json") for n in names):
+            return "package"
+        return "nnunet-zip"
+    raise ModelImportFailed(f"{path.name} is not a model package (.zip or folder with model.json), an nnU-Net v1 "
+                            f"result folder, or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}).")
+
+
+def import_model(source, preset=None, catalog_id=None, models_dir=None, model_id=None, overwrite=False, trust=False):
+    """Install ``source`` into the models folder; returns ``(package, notes)``.
+
+    A model package (folder or .zip) is verified and copied as it is. A checkpoint file, an nnU-Net v1 result
+    folder, or a .zip of one is imported with ``preset`` (or the catalog entry ``catalog_id``, which names it).
+    A pickle that needs more than plain data raises nnmamba.checkpoints.UnsafeCheckpointError unless ``trust``.
+    """
+    from nnmamba.checkpoints import CheckpointError, UnsafeCheckpointError
+    from nnmamba.importers import import_source
+    from nnmamba.modelpkg import ModelPackageError
+
+    source = Path(source).expanduser()
+    kind = source_kind(source)
+    target = models_folder(models_dir)
+    try:
+        if kind == "package":
+            return _install_package(source, target, overwrite), []
+        options = {"preset": preset, "catalog_id": catalog_id, "out_dir": target, "model_id": model_id,
+                   "overwrite": overwrite, "trust": trust}
+        if kind == "checkpoint" and preset is None and catalog_id is None:
+            raise ModelImportFailed(f"Choose a preset for {source.name}: a checkpoint carries no labels, classes "
+                                    "or input preparation, the preset supplies them.")
+        if kind == "nnunet-zip":
+            with tempfile.TemporaryDirectory(prefix="nnmamba-import-") as folder:
+                package = import_source(_extract_safely(source, Path(folder)), **options)
+        else:
+            package = import_source(source, **options)
+    except UnsafeCheckpointError:
+        raise   # the caller may ask the user whether the file is trusted, then retry with trust=True
+    except (ModelPackageError, CheckpointError) as error:   # includes the importers' ModelImportError
+        if "already exists" in str(error):   # write_package refusing to replace a package
+            raise ModelAlreadyInstalled(f"{error} Import again with 'replace' to overwrite it.") from None
+        raise ModelImportFailed(str(error)) from None
+    return package, list(package.provenance.get("notes", []))
+
+
+def _install_package(source, target, overwrite):
+    from nnmamba.modelpkg import ModelPackage
+
+    package = ModelPackage.open(source, verify=True)
+    destination = target / (f"{package.id}.zip" if package.is_zip else package.id)
+    for existing in (target / package.id, target / f"{package.id}.zip"):
+        if existing.exists() and existing.resolve() == Path(package.root).resolve():
+            return package   # already in place
+        if existing.exists() and not overwrite:
+            raise ModelAlreadyInstalled(f"A model {package.id!r} is already installed at {existing}. Import again "
+                                        "with 'replace' to overwrite it, or remove it first.")
+    staging = target / f".{destination.name}.partial"
+    _remove(staging)
+    try:
+        if package.is_zip:
+            shutil.copyfile(package.root, staging)
+        else:
+            staging.mkdir()
+            for name in ("model.json", package.meta["weights"]["file"]):
+                shutil.copyfile(Path(package.root) / name, staging / name)
+        ModelPackage.open(staging, verify=True)
+        for existing in (target / package.id, target / f"{package.id}.zip"):
+            _remove(existing)
+        staging.rename(destination)
+    finally:
+        _remove(staging)
+    return ModelPackage.open(destination, verify=False)
+
+
+def _remove(path):
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _extract_safely(archive_path, folder):
+    """Extract a zip refusing members that would land outside ``folder``; returns the single top folder if the
+    archive has one."""
+    root = folder.resolve()
+    with zipfile.ZipFile(archive_path) as archive:
+        for member in archive.infolist():
+            destination = (folder / member.filename).resolve()
+            if root != destination and root not in destination.parents:
+                raise ModelImportFailed(f"{archive_path.name} holds {member.filename!r}, a path outside the archive; "
+                                        "refusing to extract it.")
+        archive.extractall(folder)
+    entries = [entry for entry in folder.iterdir() if not entry.name.startswith(("__MACOSX", "."))]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def open_folder_url(models_dir=None):
+    """A file:// URL of the models folder (for qt.QDesktopServices.openUrl)."""
+    return models_folder(models_dir).resolve().as_uri()

@@ -1,0 +1,209 @@
+"""The bundled demo models, the sample volumes and `nnmamba demo`: the shipped models still solve their tasks on
+fresh phantoms (looser bounds than the model cards, so that a broken model or pipeline fails and noise does not),
+the sample files are the published ones, and the demo writes every file Slicer opens."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnmamba.cli import main
+from nnmamba.demo.datasets import read_dataset, write_phantom_dataset
+from nnmamba.demo.evaluation import evaluate
+from nnmamba.demo.preview import write_preview
+from nnmamba.demo.recipes import RECIPES
+from nnmamba.demo.samples import SAMPLES, SampleDataError, sample_data_dir, sample_file, sample_phantom
+from nnmamba.demo.showcase import demo_package
+from nnmamba.demo.training_data import TrainingDataError, default_phantom, phantom_volume
+from nnmamba.formats import read_landmarks, read_segmentation
+from nnmamba.geometry import Geometry
+from nnmamba.imaging import volume_from_array
+from nnmamba.modelpkg import ModelPackage, bundled_models_dir
+
+MARKUPS_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "slicer-formats" / "markups-schema-v1.0.3.json"
+FRESH = range(3000, 3004)  # seeds in no recipe's training, validation or test range
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------- the shipped models
+
+@pytest.mark.parametrize("task", sorted(RECIPES))
+def test_shipped_demo_model_is_small_verified_and_documented(task):
+    recipe = RECIPES[task]
+    package = ModelPackage.open(bundled_models_dir() / recipe.folder)  # checks the weights' sha256
+    assert package.id == recipe.folder and package.task == task and "Demo" in package.meta["name"]
+    assert sum(f.stat().st_size for f in Path(package.root).iterdir()) <= 5 * 1024 ** 2
+    card = package.meta["card"]
+    assert "not for clinical use" in card.lower() and "Held-out test" in card
+    training = package.meta["provenance"]["training"]
+    assert training["seed"] == recipe.seed and training["steps"] == recipe.steps
+    assert training["threads"] == recipe.threads and training["wall_seconds"] < 30 * 60
+    assert package.meta["provenance"]["evaluation"]["cases"] == len(recipe.test_seeds)
+
+
+def test_recipe_seed_ranges_are_disjoint_and_samples_lie_outside_them():
+    for recipe in RECIPES.values():
+        splits = [set(recipe.train_seeds), set(recipe.val_seeds), set(recipe.test_seeds), set(FRESH)]
+        assert all(not (a & b) for n, a in enumerate(splits) for b in splits[n + 1:])
+        assert not {s.seed for s in SAMPLES} & set().union(*splits)
+
+
+def _fresh(task):
+    make = default_phantom(task, RECIPES[task].phantom_size)
+    return [make(seed) for seed in FRESH]
+
+
+def test_segmentation_demo_model_on_fresh_phantoms():
+    metrics = evaluate(demo_package("demo-abdomen-ct"), _fresh("segmentation"), device="cpu")
+    assert metrics["mean_dice"] >= 0.80, metrics
+    assert metrics["min_dice"] >= 0.60, metrics
+
+
+def test_landmark_demo_model_on_fresh_phantoms():
+    # The shipped landmark model misses its goal (held-out 6.9 mm, goal 1.5 mm; see its card), so the bound only
+    # catches a broken model or pipeline: random weights or a flipped axis land 40-80 mm away.
+    metrics = evaluate(demo_package("demo-fetal-landmarks"), _fresh("landmarks"), device="cpu")
+    assert metrics["mean_radial_error_mm"] <= 15.0, metrics
+    assert max(metrics["radial_error_mm"].values()) <= 25.0, metrics
+
+
+def test_classification_demo_model_on_fresh_phantoms():
+    make = default_phantom("classification")
+    phantoms = [make(seed) for seed in range(3000, 3012)]  # six of each class
+    # held-out AUC 0.90 on 100 phantoms (goal 0.95: missed, see the card); chance is 0.5
+    metrics = evaluate(demo_package("demo-brain-atrophy"), phantoms, device="cpu")
+    assert metrics["auc"] >= 0.70, metrics
+    assert metrics["accuracy"] >= 0.60, metrics
+
+
+def test_a_missing_demo_model_is_named_with_the_way_to_rebuild_it():
+    with pytest.raises(FileNotFoundError, match="nnmamba train demo"):
+        demo_package("demo-no-such-model")
+
+
+# ------------------------------------------------------------------------------------------------ sample data
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
+def test_sample_files_are_the_published_phantoms(sample):
+    path = sample_file(sample)  # checks sha256 against checksums.json
+    assert path is not None and path.parent == sample_data_dir()
+    image = sitk.ReadImage(str(path))
+    phantom = sample_phantom(sample)
+    assert np.array_equal(sitk.GetArrayFromImage(image), phantom.image)  # the seed still gives these voxels
+    assert np.allclose(Geometry.from_sitk(image).direction, phantom.geometry.direction, atol=1e-9)
+
+
+def test_a_changed_sample_file_is_refused(tmp_path):
+    folder = sample_data_dir()
+    for name in [s.filename for s in SAMPLES] + ["checksums.json"]:
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    with open(tmp_path / SAMPLES[0].filename, "r+b") as handle:
+        handle.seek(-10, 2)
+        handle.write(b"0123456789")
+    with pytest.raises(SampleDataError, match="was changed"):
+        sample_file(SAMPLES[0], tmp_path)
+    assert sample_file(SAMPLES[1], tmp_path) is not None
+
+
+# ------------------------------------------------------------------------------------------------ nnmamba demo
+
+def test_demo_writes_slicer_files_previews_and_a_scored_summary(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--out", tmp_path, "--device", "cpu")
+    assert code == 0, err
+    for sample in SAMPLES:
+        assert (tmp_path / sample.filename).read_bytes() == sample_file(sample).read_bytes()
+        preview = sitk.ReadImage(str(tmp_path / f"{sample.name}.png"))
+        assert preview.GetNumberOfComponentsPerPixel() == 3 and preview.GetSize()[1] == 256
+    segmentation = read_segmentation(tmp_path / "NNMambaDemoAbdomenCT.seg.nrrd")
+    assert [s["name"] for s in segmentation.segments][:2] == ["liver", "spleen"]
+    markups = json.loads((tmp_path / "NNMambaDemoFetalBrain.mrk.json").read_text())
+    jsonschema.validate(markups, json.loads(MARKUPS_SCHEMA.read_text()))
+    landmarks = read_landmarks(tmp_path / "NNMambaDemoFetalBrain.mrk.json")
+    assert [line["name"] for line in landmarks.lines] == ["TCD", "HDV", "ADV"]
+    classification = json.loads((tmp_path / "NNMambaDemoBrainAtrophy.classification.json").read_text())
+    assert abs(sum(classification["probabilities"]) - 1) < 1e-6
+    assert "Dice mean" in out and "radial error mean" in out and "truth: atrophy" in out and "Wall time" in out
+    dice_mean = float(out.split("Dice mean ")[1].split(",")[0])
+    error_mean = float(out.split("radial error mean ")[1].split(" mm")[0])
+    assert dice_mean > 0.8 and error_mean < 15.0
+
+
+def test_preview_marks_a_landmark_where_it_is(tmp_path):
+    geometry = Geometry.create(origin=(10, -5, 3), spacing=(1.0, 1.0, 2.0))
+    array = np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32)
+    point = geometry.index_to_lps(np.array([[20.0, 8.0, 5.0]]))[0]
+    path = write_preview(tmp_path / "p.png", volume_from_array(array[None], geometry), points=[(point, (1, 0, 0))])
+    canvas = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    axial = canvas[:, :256]  # 32 x 32 mm: a square first panel
+    row, col = int((8 + 0.5) * 256 / 32), int((20 + 0.5) * 256 / 32)
+    assert tuple(axial[row, col]) == (255, 0, 0)
+    assert not np.all(axial[10, 10] == (255, 0, 0))
+
+
+# -------------------------------------------------------------------------------------- training from a folder
+
+def test_phantom_dataset_round_trips_and_trains_from_files(capsys, tmp_path):
+    write_phantom_dataset(tmp_path / "data", "landmarks", [0, 1], [1000], class_names=None)
+    dataset = read_dataset(tmp_path / "data")
+    assert dataset.task == "landmarks" and dataset.train == [0, 1] and dataset.validation == [2]
+    truth = default_phantom("landmarks")(1)
+    assert np.allclose(dataset.cases[1].landmarks["TCD1"], truth.landmarks["TCD1"], atol=1e-3)
+    assert np.array_equal(phantom_volume(dataset.cases[1]).array[0], truth.image)
+    meta = RECIPES["landmarks"].model_json()
+    meta["input"]["resampling"]["shape"] = meta["input"]["patch_size"] = [32, 32, 32]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    code, out, err = run(capsys, "train", "dataset", tmp_path / "data", "--model-json", tmp_path / "model.json",
+                         "--out", tmp_path / "package", "--steps", "1", "--quiet")
+    assert code == 0, err
+    package = ModelPackage.open(tmp_path / "package")
+    assert package.meta["card"].startswith(meta["card"]) and "Trained on the dataset data (2 training" in \
+        package.meta["card"]
+
+
+def test_bad_dataset_folders_list_every_problem(tmp_path):
+    write_phantom_dataset(tmp_path, "classification", [0, 1], [1000])
+    document = json.loads((tmp_path / "dataset.json").read_text())
+    document["cases"][0]["class"] = "unknown-class"
+    document["cases"][1]["image"] = "images/missing.nrrd"
+    (tmp_path / "dataset.json").write_text(json.dumps(document))
+    with pytest.raises(TrainingDataError) as error:
+        read_dataset(tmp_path, classes=["normal", "atrophy"])
+    message = str(error.value)
+    assert "2 case(s)" in message and "unknown-class" in message and "missing.nrrd" in message
+    with pytest.raises(TrainingDataError, match="no dataset.json"):
+        read_dataset(tmp_path / "images")
+
+
+def test_a_label_map_on_another_grid_is_refused(tmp_path):
+    write_phantom_dataset(tmp_path, "segmentation", [0], [1000])
+    other = default_phantom("segmentation")(5)
+    image = sitk.GetImageFromArray(other.labels)
+    other.geometry.apply_to_sitk(image)
+    sitk.WriteImage(image, str(tmp_path / "labels" / "phantom00000.nrrd"))
+    with pytest.raises(TrainingDataError, match="not on the image's grid"):
+        read_dataset(tmp_path)
+
+
+def test_train_demo_runs_the_recipe_and_writes_a_card_with_held_out_metrics(capsys, monkeypatch, tmp_path):
+    import dataclasses
+
+    from nnmamba.demo import recipes
+
+    tiny = dataclasses.replace(recipes.RECIPES["classification"], train_seeds=range(0, 2), val_seeds=range(1000, 1002),
+                               test_seeds=range(2000, 2004), steps=2, phantom_size=(32, 32, 32))
+    monkeypatch.setitem(recipes.RECIPES, "classification", tiny)
+    code, out, err = run(capsys, "train", "demo", "classification", "--out", tmp_path / "cls", "--quiet")
+    assert code == 0, err
+    package = ModelPackage.open(tmp_path / "cls")
+    assert package.meta["provenance"]["evaluation"]["cases"] == 4 and "Held-out test, 4 phantoms" in out
+    assert package.meta["provenance"]["training"]["threads"] == tiny.threads
+    code, out, err = run(capsys, "train", "demo", "classification", "--out", tmp_path / "cls", "--quiet")
+    assert code == 2 and "already exists" in err  # an existing package is never overwritten without --overwrite

@@ -1,0 +1,470 @@
+"""NNMambaSegmentationLib against real MRML from slicer-core: label maps into Segmentation nodes (names, colours,
+terminology, label values, voxels on an oblique, left-handed, anisotropic grid, reference geometry, 3D surfaces),
+protection of segments the user edited, .seg.nrrd round trips (Slicer's reader and slicerio), and click-to-segment
+against a real local nnmamba server with a random-weight model."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vtk
+
+from nnmamba.client import LocalServer
+from nnmamba.formats import read_segmentation, write_segmentation
+from nnmamba.geometry import Geometry
+
+from model_packages import TISSUE, landmark_package, segmentation_package
+from slicer_scene import new_scene
+
+ROOT = Path(__file__).resolve().parents[2]
+for module_folder in (ROOT / "NNMambaSegmentation", ROOT / "NNMambaSlicer"):
+    if str(module_folder) not in sys.path:
+        sys.path.insert(0, str(module_folder))
+
+from NNMambaSegmentationLib.click_points import (  # noqa: E402
+    NEGATIVE_COLOR,
+    POSITIVE_COLOR,
+    is_click_points,
+    mark_point,
+    new_click_points,
+    point_is_positive,
+    point_world,
+    remove_point,
+)
+from NNMambaSegmentationLib.clicks import ClickError, ClickOutcome, ClickSession, describe_click  # noqa: E402
+from NNMambaSegmentationLib.labelmaps import (  # noqa: E402
+    oriented_image,
+    read_box,
+    segment_fingerprint,
+    volume_ijk_to_ras,
+    volume_shape,
+)
+from NNMambaSegmentationLib.segmentation_run import (  # noqa: E402
+    SegmentationRun,
+    describe_status,
+    segmentation_models,
+)
+from NNMambaSegmentationLib.segments import (  # noqa: E402
+    FINGERPRINT_TAG,
+    SegmentationResultError,
+    edited_segments,
+    find_segment,
+    get_tag,
+    is_edited,
+    put_label_map,
+    put_segmentation_file,
+)
+from NNMambaSlicerLib.backend import Backend, describe_eta  # noqa: E402
+from NNMambaSlicerLib.volumes import add_volume  # noqa: E402
+
+# Oblique and left-handed (det = -1), anisotropic: any swapped or flipped axis shows as wrong voxels.
+GRID = Geometry.create((10.0, -5.0, 3.0), (0.7, 1.3, 2.5), [[0, 0, 1], [0.6, 0.8, 0], [0.8, -0.6, 0]])
+SHAPE = (9, 12, 14)
+LIVER = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+         "~SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^")
+SEGMENTS = [
+    {"value": 2, "name": "liver", "color": [0.8667, 0.5098, 0.3961], "terminology": LIVER},
+    {"value": 5, "name": "spleen", "color": [0.6157, 0.4235, 0.6353], "terminology": TISSUE},
+    {"value": 7, "name": "absent organ", "color": [0.1, 0.2, 0.3], "terminology": None},
+]
+
+
+def label_map():
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:5, 3:8, 4:9] = 2
+    labels[6:8, 1:3, 10:13] = 5
+    labels[0, 0, 0] = 5                      # a corner voxel: an off-by-one or flipped axis loses it
+    return labels
+
+
+@pytest.fixture
+def scene():
+    slicer_scene = new_scene()
+    yield slicer_scene
+    slicer_scene.close()
+
+
+@pytest.fixture
+def volume(scene):
+    return add_volume(scene.scene, np.zeros(SHAPE, np.int16), GRID, "abdomen")
+
+
+def new_segmentation(scene):
+    return scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "abdomen segmentation")
+
+
+def voxels(node, segment_id, volume_node):
+    """The segment on the volume grid, read by slicer.util (Slicer's export), not by our reader."""
+    import slicer.util
+
+    return np.asarray(slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume_node), dtype=np.uint8)
+
+
+def paint(scene, node, segment_id, volume_node, ijk_voxels):
+    """A user's brush stroke: the Segment Editor's Paint effect writes through SetBinaryLabelmapToSegment (add)."""
+    logic = scene.slicer.vtkSlicerSegmentationsModuleLogic
+    mask = np.zeros(volume_shape(volume_node), np.uint8)
+    for i, j, k in ijk_voxels:
+        mask[k, j, i] = 1
+    image = oriented_image(mask, volume_ijk_to_ras(volume_node))
+    assert logic.SetBinaryLabelmapToSegment(image, node, segment_id, logic.MODE_MERGE_MASK)
+
+
+# --- label map -> segmentation node ---------------------------------------------------------------------------
+
+
+def test_label_map_becomes_named_coloured_coded_segments_on_the_volume_grid(scene, volume):
+    node = new_segmentation(scene)
+    labels = label_map()
+    report = put_label_map(node, volume, labels, GRID, SEGMENTS, show_3d=True)
+    assert report.written == ["liver", "spleen", "absent organ"] and report.edited == [] == report.kept
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 3
+    for entry in SEGMENTS:
+        segment_id = report.segment_ids[entry["name"]]
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetName() == entry["name"]
+        np.testing.assert_allclose(segment.GetColor(), entry["color"], atol=1e-6)
+        assert not segment.GetNameAutoGenerated() and not segment.GetColorAutoGenerated()
+        if entry["terminology"]:
+            assert get_tag(segment, "TerminologyEntry") == entry["terminology"]
+        assert segment.GetLabelValue() == entry["value"]
+        np.testing.assert_array_equal(voxels(node, segment_id, volume), labels == entry["value"])
+    role = scene.slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert node.GetNodeReference(role) is volume
+    reference = segmentation.GetConversionParameter(
+        scene.slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    numbers = [float(v) for v in reference.split(";") if v]
+    np.testing.assert_allclose(np.reshape(numbers[:16], (4, 4)), GRID.ijk_to_ras(), atol=1e-9)
+    assert numbers[16:] == [0, SHAPE[2] - 1, 0, SHAPE[1] - 1, 0, SHAPE[0] - 1]
+    assert segmentation.ContainsRepresentation("Closed surface")
+    surface = node.GetClosedSurfaceInternalRepresentation(report.segment_ids["liver"])
+    assert surface.GetNumberOfPoints() > 0
+    bounds = np.reshape(surface.GetBounds(), (3, 2))   # RAS: inside the liver block's corners (+ half a voxel)
+    corners = np.array([[i, j, k, 1] for i in (3.5, 8.5) for j in (2.5, 7.5) for k in (1.5, 4.5)]) @ GRID.ijk_to_ras().T
+    assert np.all(bounds[:, 0] >= corners[:, :3].min(0) - 1e-3) and np.all(bounds[:, 1] <= corners[:, :3].max(0) + 1e-3)
+
+
+def test_result_on_another_grid_or_with_undescribed_labels_is_refused(scene, volume):
+    node = new_segmentation(scene)
+    shifted = Geometry.create(GRID.origin + [1.0, 0, 0], GRID.spacing, GRID.direction)
+    with pytest.raises(SegmentationResultError, match="another voxel grid"):
+        put_label_map(node, volume, label_map(), shifted, SEGMENTS)
+    with pytest.raises(SegmentationResultError, match="does not fit"):
+        put_label_map(node, volume, np.zeros((9, 12, 15), np.uint8), GRID, SEGMENTS)
+    with pytest.raises(SegmentationResultError, match=r"Label values \[5\]"):
+        put_label_map(node, volume, label_map(), GRID, SEGMENTS[:1])
+    assert node.GetSegmentation().GetNumberOfSegments() == 0   # nothing half-written
+
+
+def test_rerun_reuses_the_node_and_never_silently_overwrites_an_edit(scene, volume):
+    node = new_segmentation(scene)
+    first = put_label_map(node, volume, label_map(), GRID, SEGMENTS)
+    liver, spleen = first.segment_ids["liver"], first.segment_ids["spleen"]
+    mine = node.GetSegmentation().AddEmptySegment("", "my tumour", [1.0, 0.0, 0.0])
+    paint(scene, node, mine, volume, [(1, 1, 1), (1, 2, 1)])
+    assert edited_segments(node, ["liver", "spleen", "absent organ"]) == []
+
+    paint(scene, node, liver, volume, [(12, 10, 8)])            # the user adds a voxel to the liver
+    node.GetSegmentation().GetSegment(spleen).SetName("Spleen (checked)")   # renaming is not an edit
+    assert edited_segments(node, ["liver", "spleen"]) == ["liver"]
+    edited_liver = voxels(node, liver, volume)
+
+    new_labels = np.zeros(SHAPE, np.uint8)
+    new_labels[1:3, 1:3, 1:3] = 2
+    new_labels[5:7, 5:7, 5:7] = 5
+    report = put_label_map(node, volume, new_labels, GRID, SEGMENTS)
+    assert report.edited == ["liver"] and report.kept == ["liver"] and report.written == ["spleen", "absent organ"]
+    assert report.segment_ids["liver"] == liver and report.segment_ids["spleen"] == spleen
+    assert node.GetSegmentation().GetNumberOfSegments() == 4          # same segments, no duplicates
+    np.testing.assert_array_equal(voxels(node, liver, volume), edited_liver)
+    np.testing.assert_array_equal(voxels(node, spleen, volume), new_labels == 5)
+    assert node.GetSegmentation().GetSegment(spleen).GetName() == "Spleen (checked)"   # the user's name stays
+    assert voxels(node, mine, volume).sum() == 2                      # the user's own segment is untouched
+
+    report = put_label_map(node, volume, new_labels, GRID, SEGMENTS, overwrite_edited=True)
+    assert report.edited == ["liver"] and report.kept == [] and "liver" in report.written
+    np.testing.assert_array_equal(voxels(node, liver, volume), new_labels == 2)
+    assert not is_edited(node, liver)
+
+
+def test_edit_through_slicer_util_and_hand_made_segments_count_as_edits(scene, volume):
+    node = new_segmentation(scene)
+    report = put_label_map(node, volume, label_map(), GRID, SEGMENTS)
+    liver = report.segment_ids["liver"]
+    erased = voxels(node, liver, volume)
+    erased[3, 5, 6] = 0                                              # the user erases one voxel
+    scene.slicer.util.updateSegmentBinaryLabelmapFromArray(erased, node, liver, volume)
+    assert is_edited(node, liver)
+
+    other = new_segmentation(scene)
+    by_hand = other.GetSegmentation().AddEmptySegment("", "spleen", [0.0, 0.0, 1.0])
+    assert edited_segments(other, ["spleen"]) == []                   # empty: nothing to lose
+    paint(scene, other, by_hand, volume, [(4, 4, 4)])
+    assert edited_segments(other, ["spleen"]) == ["spleen"]
+    assert find_segment(other, "spleen") == by_hand
+
+
+def test_seg_nrrd_round_trip_keeps_everything_and_fingerprints(scene, volume, tmp_path):
+    import slicerio
+
+    node = new_segmentation(scene)
+    labels = label_map()
+    report = put_label_map(node, volume, labels, GRID, SEGMENTS)
+    path = tmp_path / "abdomen.seg.nrrd"
+    storage = scene.add_storage_node("vtkMRMLSegmentationStorageNode", path)
+    assert storage.WriteData(node)
+
+    loaded = new_segmentation(scene)
+    assert scene.add_storage_node("vtkMRMLSegmentationStorageNode", path).ReadData(loaded)
+    for entry in SEGMENTS:
+        segment_id = find_segment(loaded, entry["name"])
+        segment = loaded.GetSegmentation().GetSegment(segment_id)
+        assert segment.GetName() == entry["name"] and segment.GetLabelValue() == entry["value"]
+        np.testing.assert_allclose(segment.GetColor(), entry["color"], atol=1e-6)
+        assert get_tag(segment, FINGERPRINT_TAG) == get_tag(
+            node.GetSegmentation().GetSegment(report.segment_ids[entry["name"]]), FINGERPRINT_TAG)
+        assert not is_edited(loaded, segment_id)                       # a reload is not an edit
+        np.testing.assert_array_equal(read_box(loaded, segment_id, volume_ijk_to_ras(volume), (0, 0, 0), SHAPE),
+                                      labels == entry["value"])
+
+    ours = read_segmentation(path)                                     # nnmamba's reader (slicerio inside)
+    full = np.zeros(SHAPE, np.uint8)
+    offset = ours.offset
+    full[offset[2]:offset[2] + ours.labels.shape[0], offset[1]:offset[1] + ours.labels.shape[1],
+         offset[0]:offset[0] + ours.labels.shape[2]] = ours.labels
+    np.testing.assert_array_equal(full, labels)
+    np.testing.assert_allclose(ours.geometry.ijk_to_lps(), GRID.ijk_to_lps(), atol=1e-6)
+    raw = slicerio.read_segmentation(str(path))
+    by_name = {s["name"]: s for s in raw["segments"]}
+    assert by_name["liver"]["labelValue"] == 2 and by_name["spleen"]["labelValue"] == 5
+    assert by_name["liver"]["terminology"]["type"][:2] == ["SCT", "10200004"]
+    assert segment_fingerprint(loaded, find_segment(loaded, "liver")) == segment_fingerprint(node, "liver")
+
+
+def test_segmentation_file_with_offset_and_overlapping_region(scene, volume, tmp_path):
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[0:2, 0:3, 0:4] = 1
+    labels[2:4, 2:5, 3:6] = 2
+    path = tmp_path / "cropped.seg.nrrd"
+    write_segmentation(path, labels, GRID, [{"value": 1, "name": "kidney", "color": [1, 0, 0], "terminology": None},
+                                            {"value": 2, "name": "cyst", "color": [0, 1, 0], "terminology": None}],
+                       regions=[{"name": "whole kidney", "color": [0, 0, 1], "terminology": None, "labels": [1, 2]}],
+                       offset=(3, 4, 2), reference_shape=SHAPE)
+    node = new_segmentation(scene)
+    report = put_segmentation_file(node, volume, read_segmentation(path))
+    assert report.written == ["kidney", "cyst", "whole kidney"]
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[2:6, 4:9, 3:9] = labels > 0
+    np.testing.assert_array_equal(voxels(node, report.segment_ids["whole kidney"], volume), expected)
+    expected[:] = 0
+    expected[2:6, 4:9, 3:9] = labels == 2
+    np.testing.assert_array_equal(voxels(node, report.segment_ids["cyst"], volume), expected)
+
+
+# --- click-to-segment with a real server ---------------------------------------------------------------------
+
+CLICK_SHAPE = (18, 30, 27)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    segmentation_package(root / "seg")
+    landmark_package(root / "landmarks")                                # a model of another task, not listed
+    with LocalServer(device="cpu", models_dir=root) as server:
+        yield Backend(server.client(timeout=60))
+
+
+@pytest.fixture(scope="module")
+def click_voxels():
+    return np.random.default_rng(0).normal(100, 20, size=CLICK_SHAPE).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def model_labels(backend, click_voxels):
+    """The model's full segmentation of the click volume, run as the Apply button does (job, poll, segments)."""
+    slicer_scene = new_scene()
+    try:
+        volume = add_volume(slicer_scene.scene, click_voxels, GRID, "click volume")
+        models = {model_id: inputs for model_id, _, inputs in segmentation_models(backend)}
+        assert models["test-seg"] == ["image 0"] and "test-landmarks" not in models
+        run = SegmentationRun(backend, [volume], "test-seg")
+        status = run.wait(timeout=120, interval=0.05)
+        assert status.succeeded and describe_eta(status) == "" and describe_status(status).startswith("done")
+        node, report = run.finish()                                   # no node given: a new one next to the volume
+        assert node.GetName() == "click volume segmentation"
+        assert report.written == ["structure 1", "structure 2"] and run.edited(node) == []
+        hierarchy = slicer_scene.slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_scene.scene)
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == hierarchy.GetItemParent(
+            hierarchy.GetItemByDataNode(volume))
+        labels = run.result().labels.copy()
+        for value, name in ((1, "structure 1"), (2, "structure 2")):
+            np.testing.assert_array_equal(voxels(node, report.segment_ids[name], volume), labels == value)
+        return labels
+    finally:
+        slicer_scene.close()
+
+
+def ras_of(ijk):
+    return (GRID.ijk_to_ras() @ np.append(np.asarray(ijk, dtype=float), 1.0))[:3]
+
+
+def inside(labels, value, nth=0):
+    """(i, j, k) of the nth voxel with ``value``, counting from the middle of that structure."""
+    found = np.argwhere(labels == value)
+    found = found[np.argsort(np.abs(found - found.mean(0)).sum(1))]
+    k, j, i = found[nth]
+    return i, j, k
+
+
+@pytest.fixture
+def click_scene(scene, click_voxels):
+    volume = add_volume(scene.scene, click_voxels, GRID, "click volume")
+    return volume, scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "clicks")
+
+
+def segment_array(node, name, volume):
+    segment_id = find_segment(node, name)
+    return None if segment_id is None else voxels(node, segment_id, volume)
+
+
+def test_clicks_create_update_and_undo_exactly(backend, model_labels, click_scene, scene):
+    volume, node = click_scene
+    clicks = ClickSession(backend, [volume], "test-seg", node)
+    first = clicks.click(ras_of(inside(model_labels, 1)))
+    assert first.structure == "structure 1" and first.created and first.changed > 0
+    segment = node.GetSegmentation().GetSegment(first.segment_id)
+    assert segment.GetName() == "structure 1" and segment.GetLabelValue() == 1
+    np.testing.assert_allclose(segment.GetColor(), [1 / 3, 0.5, 2 / 3], atol=1e-6)
+    assert get_tag(segment, "TerminologyEntry") == TISSUE
+    after_first = segment_array(node, "structure 1", volume)
+    assert after_first.sum() == first.changed
+    assert np.mean(model_labels[after_first > 0] == 1) > 0.95        # it is that structure
+
+    second = clicks.click(ras_of(inside(model_labels, 1, nth=5)))    # same structure: answered from the cache
+    assert second.structure == "structure 1" and second.network_passes == 0 and second.changed == 0
+
+    other = clicks.click(ras_of(inside(model_labels, 2)))
+    assert other.structure == "structure 2" and other.created and other.segment_id != first.segment_id
+    np.testing.assert_array_equal(segment_array(node, "structure 1", volume), after_first)
+
+    assert clicks.undo() == "structure 2"
+    assert find_segment(node, "structure 2") is None
+    np.testing.assert_array_equal(segment_array(node, "structure 1", volume), after_first)
+    assert clicks.undo() == "structure 1" and find_segment(node, "structure 1") is None
+    with pytest.raises(ClickError, match="no click to undo"):
+        clicks.undo()
+
+
+def test_negative_point_removes_that_region_and_keeps_other_edits(backend, model_labels, click_scene, scene):
+    volume, node = click_scene
+    clicks = ClickSession(backend, volume, "test-seg", node)
+    point = ras_of(inside(model_labels, 1))
+    structure = clicks.click(point).segment_id
+    answered = voxels(node, structure, volume)
+    outside = np.argwhere(answered == 0)[:3]                          # the user paints 3 voxels elsewhere
+    paint(scene, node, structure, volume, [(i, j, k) for k, j, i in outside])
+    painted = voxels(node, structure, volume)
+    assert painted.sum() == answered.sum() + 3
+
+    removal = clicks.click(point, positive=False)
+    assert not removal.positive and removal.changed == answered.sum()
+    left = voxels(node, structure, volume)
+    np.testing.assert_array_equal(left, painted - answered)           # only the painted voxels remain
+    assert clicks.undo() == "structure 1"
+    np.testing.assert_array_equal(voxels(node, structure, volume), painted)
+
+    nothing = ClickSession(backend, volume, "test-seg", new_segmentation(scene)).click(point, positive=False)
+    assert nothing.changed == 0 and "no 'structure 1' segment" in nothing.notes[0]
+
+
+def test_click_outside_the_volume_is_a_clear_error_and_changes_nothing(backend, model_labels, click_scene):
+    volume, node = click_scene
+    clicks = ClickSession(backend, volume, "test-seg", node)
+    clicks.click(ras_of(inside(model_labels, 1)))
+    before = voxels(node, find_segment(node, "structure 1"), volume)
+    for ijk in ((-3, 5, 5), (5, 5, CLICK_SHAPE[0] + 2)):
+        with pytest.raises(ClickError, match=r"outside volume 'click volume'; click inside the image"):
+            clicks.click(ras_of(ijk))
+    with pytest.raises(ClickError, match="three finite RAS coordinates"):
+        clicks.click([float("nan"), 0, 0])
+    assert node.GetSegmentation().GetNumberOfSegments() == 1
+    np.testing.assert_array_equal(voxels(node, find_segment(node, "structure 1"), volume), before)
+    clicks.undo()
+    assert not clicks.can_undo
+
+
+def test_click_in_a_thread_is_applied_on_finish(backend, model_labels, click_scene):
+    volume, node = click_scene
+    clicks = ClickSession(backend, volume, "test-seg", node)
+    pending = clicks.start_click(ras_of(inside(model_labels, 2)))
+    assert node.GetSegmentation().GetNumberOfSegments() == 0          # nothing written from the thread
+    deadline = time.monotonic() + 60
+    while not pending.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    outcome = pending.finish()
+    assert outcome.structure == "structure 2" and outcome.seconds > 0
+    assert voxels(node, outcome.segment_id, volume).sum() == outcome.changed > 0
+
+
+def test_click_points_carry_their_sign_and_status_lines_read_well(scene):
+    points = new_click_points(scene.scene)
+    assert is_click_points(points) and not is_click_points(scene.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
+    display = points.GetDisplayNode()
+    np.testing.assert_allclose(display.GetSelectedColor(), POSITIVE_COLOR)
+    np.testing.assert_allclose(display.GetColor(), NEGATIVE_COLOR)
+    transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 10.0)
+    transform.SetMatrixTransformToParent(matrix)
+    points.SetAndObserveTransformNodeID(transform.GetID())
+    for position, positive in (((1.0, 2.0, 3.0), True), ((4.0, 5.0, 6.0), False)):
+        index = points.AddControlPoint(list(position))
+        mark_point(points, index, positive)
+    assert point_is_positive(points, 0) and not point_is_positive(points, 1)
+    assert points.GetNthControlPointSelected(0) and not points.GetNthControlPointSelected(1)
+    assert points.GetNthControlPointLocked(1)
+    np.testing.assert_allclose(point_world(points, 0), [11.0, 2.0, 3.0])    # world: the transform applies
+    remove_point(points, points.GetNthControlPointID(0))
+    remove_point(points, "no such point")
+    assert points.GetNumberOfControlPoints() == 1 and not point_is_positive(points, 0)
+
+    added = ClickOutcome("liver", True, "liver", changed=1234, seconds=0.421, network_passes=1)
+    assert describe_click(added) == "liver: +1234 voxels in 0.42 s"
+    removed = ClickOutcome("liver", False, "liver", changed=5, seconds=0.05, network_passes=0)
+    assert describe_click(removed) == "liver: \u22125 voxels in 0.05 s, from the cache"
+    background = ClickOutcome("background", True, notes=["The model sees background here."], seconds=0.1,
+                              network_passes=0)
+    assert describe_click(background) == "The model sees background here. (0.10 s, from the cache)"
+
+
+def test_segment_read_on_another_grid_is_resampled(scene, volume):
+    node = new_segmentation(scene)
+    labels = label_map()
+    liver = put_label_map(node, volume, labels, GRID, SEGMENTS).segment_ids["liver"]
+    shifted = Geometry.create(GRID.index_to_lps([2, 0, 0]), GRID.spacing, GRID.direction)   # 2 voxels along I
+    other = add_volume(scene.scene, np.zeros(SHAPE, np.int16), shifted, "shifted")
+    found = read_box(node, liver, volume_ijk_to_ras(other), (0, 0, 0), SHAPE)
+    np.testing.assert_array_equal(found[:, :, :-2], labels[:, :, 2:] == 2)
+    assert not found[:, :, -2:].any()
+
+
+def test_click_on_a_transformed_volume_uses_its_own_frame(backend, model_labels, click_scene, scene):
+    volume, node = click_scene
+    transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, 40.0)                                     # the volume moved 40 mm anterior
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    clicks = ClickSession(backend, volume, "test-seg", node)
+    outcome = clicks.click(ras_of(inside(model_labels, 2)) + [0.0, 40.0, 0.0])   # where the user sees it
+    assert outcome.structure == "structure 2" and outcome.changed > 0
+    assert node.GetTransformNodeID() == transform.GetID()             # the segments move with the volume
+    with pytest.raises(ClickError, match="outside"):
+        clicks.click(ras_of(inside(model_labels, 2)) + [0.0, 400.0, 0.0])
