@@ -39,7 +39,7 @@ from extension_layout import (  # noqa: E402
     shippable_files,
 )
 
-CATALOG_SCHEMA = ROOT.parent / "shared" / "slicer-formats" / "slicer-extension-catalog-entry-schema-v1.0.1.json"
+CATALOG_SCHEMA = ROOT / "Testing" / "data" / "slicer-formats" / "slicer-extension-catalog-entry-schema-v1.0.1.json"
 SLICER_VERSION = "5.8"
 QT_SCRIPTED = f"lib/Slicer-{SLICER_VERSION}/qt-scripted-modules"
 

@@ -33,7 +33,7 @@ from NNMambaLandmarksLib import (  # noqa: E402
 )
 from NNMambaLandmarksLib.landmark_nodes import TABLE_COLUMNS  # noqa: E402
 
-MARKUPS_SCHEMA = Path("/work/shared/slicer-formats/markups-schema-v1.0.3.json")
+MARKUPS_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "slicer-formats" / "markups-schema-v1.0.3.json"
 LABELS = ["TCD1", "TCD2", "HDV1", "HDV2", "ADV1", "ADV2"]
 LINES = [{"name": n, "from": f"{n}1", "to": f"{n}2", "length": 0.0} for n in ("TCD", "HDV", "ADV")]
 POSITIONS = {"TCD1": [10.0, -20.0, 5.0], "TCD2": [13.0, -24.0, 5.0], "HDV1": [0.0, 0.0, 0.0],
