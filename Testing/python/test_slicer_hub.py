@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from NNMambaSlicerLib import backend as backend_module
+from NNMambaSlicerLib.backend import Backend, JobStatus
+from NNMambaSlicerLib.volumes import VolumeNodeError, add_volume, volume_array, volume_geometry
 
 from nnmamba.geometry import Geometry
 
@@ -19,12 +22,6 @@ from model_packages import classification_package, segmentation_package
 from slicer_scene import new_scene
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "NNMambaSlicer") not in sys.path:
-    sys.path.insert(0, str(ROOT / "NNMambaSlicer"))
-
-from NNMambaSlicerLib import backend as backend_module  # noqa: E402
-from NNMambaSlicerLib.backend import Backend, JobStatus  # noqa: E402
-from NNMambaSlicerLib.volumes import VolumeNodeError, add_volume, volume_array, volume_geometry  # noqa: E402
 
 ANGLE = np.deg2rad(25)
 OBLIQUE = Geometry.create((12.5, -30.0, 4.25), (0.7, 0.9, 2.5),

@@ -7,22 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from nnmamba.geometry import Geometry, lps_to_ras
-
-from slicer_scene import new_scene
-
-ROOT = Path(__file__).resolve().parents[2]
-for module_folder in (ROOT / "NNMambaLandmarks", ROOT / "NNMambaSlicer"):
-    if str(module_folder) not in sys.path:
-        sys.path.insert(0, str(module_folder))
-
-from NNMambaLandmarksLib import (  # noqa: E402
+from NNMambaLandmarksLib import (
     LandmarkExportError,
     LandmarkLinks,
     LandmarkResultError,
@@ -31,7 +20,13 @@ from NNMambaLandmarksLib import (  # noqa: E402
     find_landmark_nodes,
     update_landmark_nodes,
 )
-from NNMambaLandmarksLib.landmark_nodes import TABLE_COLUMNS  # noqa: E402
+from NNMambaLandmarksLib.landmark_nodes import TABLE_COLUMNS
+
+from nnmamba.geometry import Geometry, lps_to_ras
+
+from slicer_scene import new_scene
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MARKUPS_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "slicer-formats" / "markups-schema-v1.0.3.json"
 LABELS = ["TCD1", "TCD2", "HDV1", "HDV2", "ADV1", "ADV2"]

@@ -5,27 +5,13 @@ against a real local nnmamba server with a random-weight model."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import vtk
-
-from nnmamba.client import LocalServer
-from nnmamba.formats import read_segmentation, write_segmentation
-from nnmamba.geometry import Geometry
-
-from model_packages import TISSUE, landmark_package, segmentation_package
-from slicer_scene import new_scene
-
-ROOT = Path(__file__).resolve().parents[2]
-for module_folder in (ROOT / "NNMambaSegmentation", ROOT / "NNMambaSlicer"):
-    if str(module_folder) not in sys.path:
-        sys.path.insert(0, str(module_folder))
-
-from NNMambaSegmentationLib.click_points import (  # noqa: E402
+from NNMambaSegmentationLib.click_points import (
     NEGATIVE_COLOR,
     POSITIVE_COLOR,
     is_click_points,
@@ -35,20 +21,20 @@ from NNMambaSegmentationLib.click_points import (  # noqa: E402
     point_world,
     remove_point,
 )
-from NNMambaSegmentationLib.clicks import ClickError, ClickOutcome, ClickSession, describe_click  # noqa: E402
-from NNMambaSegmentationLib.labelmaps import (  # noqa: E402
+from NNMambaSegmentationLib.clicks import ClickError, ClickOutcome, ClickSession, describe_click
+from NNMambaSegmentationLib.labelmaps import (
     oriented_image,
     read_box,
     segment_fingerprint,
     volume_ijk_to_ras,
     volume_shape,
 )
-from NNMambaSegmentationLib.segmentation_run import (  # noqa: E402
+from NNMambaSegmentationLib.segmentation_run import (
     SegmentationRun,
     describe_status,
     segmentation_models,
 )
-from NNMambaSegmentationLib.segments import (  # noqa: E402
+from NNMambaSegmentationLib.segments import (
     FINGERPRINT_TAG,
     SegmentationResultError,
     edited_segments,
@@ -58,8 +44,17 @@ from NNMambaSegmentationLib.segments import (  # noqa: E402
     put_label_map,
     put_segmentation_file,
 )
-from NNMambaSlicerLib.backend import Backend, describe_eta  # noqa: E402
-from NNMambaSlicerLib.volumes import add_volume  # noqa: E402
+from NNMambaSlicerLib.backend import Backend, describe_eta
+from NNMambaSlicerLib.volumes import add_volume
+
+from nnmamba.client import LocalServer
+from nnmamba.formats import read_segmentation, write_segmentation
+from nnmamba.geometry import Geometry
+
+from model_packages import TISSUE, landmark_package, segmentation_package
+from slicer_scene import new_scene
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Oblique and left-handed (det = -1), anisotropic: any swapped or flipped axis shows as wrong voxels.
 GRID = Geometry.create((10.0, -5.0, 3.0), (0.7, 1.3, 2.5), [[0, 0, 1], [0.6, 0.8, 0], [0.8, -0.6, 0]])
