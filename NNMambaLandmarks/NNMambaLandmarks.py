@@ -22,7 +22,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-POLL_INTERVAL_MS = 250
 EXPORT_FOLDER_SETTING = "NNMamba/Landmarks/ExportFolder"
 
 
@@ -61,25 +60,24 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None        # LandmarkRun being polled
-        self._backend = None    # BackendRequest: reaching the shared backend (setup)
+        self.panel = None       # JobPanel: Apply/Cancel and model lists (NNMambaSlicerLib)
         self._links = None      # LandmarkLinks of the shown point list
         self._timer = None
 
     def setup(self):
+        from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaLandmarks.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = NNMambaLandmarksLogic()
-        from NNMambaSlicerLib.settings import BackendRequest
-
-        self._backend = BackendRequest()
-        self.ui.progressBar.hide()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPoll)
+        self.panel = JobPanel()
+        self._timer = attach_widgets(self.panel, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
+                                     lock=(self.ui.inputVolumeSelector, self.ui.modelComboBox,
+                                           self.ui.refreshModelsButton), idle_text=_("Apply"),
+                                     on_idle=self.updateGUIFromParameterNode)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -90,23 +88,35 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportMarkupsButton.connect("clicked(bool)", self.onExportMarkups)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.initializeParameterNode()
-        self.refreshModels()
+        self._listModelsIfConnected()
 
     def cleanup(self):
         self.removeObservers()
-        self._stopWork(keepStarting=False)
+        if self.panel is not None:
+            self.panel.stop()
+        if self._timer is not None:
+            self._timer.stop()
         self._showPoints(None)
+
+    def onReload(self):
+        """Reload the Lib code too (the shared backend in NNMambaSlicerLib stays)."""
+        import importlib
+
+        for name in ("landmark_result", "landmark_nodes", "landmark_links", "landmark_export", "landmark_run"):
+            importlib.reload(importlib.import_module(f"NNMambaLandmarksLib.{name}"))
+        importlib.reload(importlib.import_module("NNMambaLandmarksLib"))
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self):
         self.initializeParameterNode()
         if self.ui.modelComboBox.count == 0:
-            self.refreshModels()
+            self._listModelsIfConnected()
 
     def exit(self):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
-        self._stopWork()
+        self.panel.stop()
         self._showPoints(None)
         self.setParameterNode(None)
 
@@ -116,9 +126,11 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- parameter node ---------------------------------------------------------------------------------------
     def initializeParameterNode(self):
+        from NNMambaSlicerLib.volumes import first_scalar_volume
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.inputVolume = first_scalar_volume(slicer.mrmlScene)
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -132,34 +144,37 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showPoints(self._parameterNode.outputPoints)
 
     def updateGUIFromParameterNode(self, caller=None, event=None):
-        busy = self._run is not None or self._backend.starting
+        busy = self.panel is not None and self.panel.busy
         parameters = self._parameterNode
         if parameters and parameters.model:
             index = self.ui.modelComboBox.findData(parameters.model)
             if index >= 0 and index != self.ui.modelComboBox.currentIndex:
                 self.ui.modelComboBox.currentIndex = index
-        canApply = bool(parameters and parameters.inputVolume and (parameters.model or self.ui.modelComboBox.count))
+        # Apply works before the model list is filled: it starts the backend, then lists the models.
+        canApply = bool(parameters and parameters.inputVolume)
         self.ui.applyButton.enabled = busy or canApply
-        self.ui.applyButton.text = _("Cancel") if busy else _("Apply")
-        self.ui.applyButton.toolTip = _("Stop the running job") if busy else _("Find the landmarks in the background")
+        self.ui.applyButton.toolTip = _("Stop the running job") if busy else _(
+            "Find the landmarks in the background (starts the NNMamba backend if none runs)")
         hasPoints = bool(parameters and parameters.outputPoints)
         self.ui.exportMarkupsButton.enabled = hasPoints
         self.ui.exportCsvButton.enabled = hasPoints
 
     # -- models ----------------------------------------------------------------------------------------------
-    def onRefreshModels(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to list the landmark models."), waitCursor=True):
-            self._withBackend(self.refreshModels)
-
-    def refreshModels(self):
-        """Fill the model combo box from the running backend (does nothing while none runs)."""
+    def _listModelsIfConnected(self):
         from NNMambaSlicerLib.backend import shared_backend
 
         backend = shared_backend()
         if backend is None:
             self.ui.statusLabel.text = _("Press Refresh or Apply to start the NNMamba backend.")
             return
-        models = self.logic.models(backend)
+        with slicer.util.tryWithErrorDisplay(_("Failed to list the landmark models."), waitCursor=True):
+            self._fillModels(self.logic.models(backend))
+
+    def onRefreshModels(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to list the landmark models."), waitCursor=True):
+            self.panel.start(lambda backend: (lambda: self.logic.models(backend)), self._fillModels)
+
+    def _fillModels(self, models):
         wanted = self._parameterNode.model if self._parameterNode else ""
         combo = self.ui.modelComboBox
         wasBlocked = combo.blockSignals(True)
@@ -179,105 +194,37 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- running -----------------------------------------------------------------------------------------------
     def onApplyButton(self):
-        if self._run is not None or self._backend.starting:
-            self.cancel()
+        if self.panel.busy:
+            self.panel.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start landmark detection."), waitCursor=True):
-            self._withBackend(self._startRun)
+            if not self._mayReplacePoints():
+                return
+            self.panel.start(self._prepareRun, self._showResult)
 
-    def _withBackend(self, then):
-        """Call ``then`` now if a backend is there (or the NNMamba module's settings name a remote one), else once
-        the local one has started in the background."""
-        if not self._backend.call(then) and self._backend.starting:
-            self.ui.statusLabel.text = _("Starting the local NNMamba backend...")
-            self._setBusy(True)
+    def _mayReplacePoints(self):
+        """A chosen point list that is not a landmark result (the user's own points, the click list) is replaced
+        only after a yes."""
+        from NNMambaLandmarksLib.landmark_nodes import replaces_other_points
 
-    def _startRun(self):
+        points = self._parameterNode.outputPoints if self._parameterNode else None
+        count = replaces_other_points(points)
+        return count == 0 or slicer.util.confirmYesNoDisplay(
+            _("'{name}' holds {count} points that are not NNMamba landmarks. Replace them with the six landmarks? "
+              "(Choose 'Create new point list' in Output to keep them.)").format(name=points.GetName(), count=count))
+
+    def _prepareRun(self, backend):
+        """GUI thread, once a backend is there: list the models if not done yet, then read the input."""
         if self.ui.modelComboBox.count == 0:
-            self.refreshModels()
+            self._fillModels(self.logic.models(backend))
         parameters = self._parameterNode or self.logic.getParameterNode()
-        self._run = self.logic.start(parameters.inputVolume, parameters.model, parameters.outputPoints)
-        self.ui.statusLabel.text = _("Submitted.")
-        self._setBusy(True)
+        return self.logic.landmarkRun(parameters.inputVolume, parameters.model, parameters.outputPoints, backend)
 
-    def cancel(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to cancel."), waitCursor=True):
-            if self._run is not None:
-                self._run.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
-                self.ui.applyButton.enabled = False
-            elif self._backend.starting:
-                self._backend.drop_follow_up()  # let the server finish starting, but run nothing
-                self.ui.statusLabel.text = _("Cancelled; the backend keeps starting in the background.")
-
-    def onPoll(self):
-        with slicer.util.tryWithErrorDisplay(_("Landmark detection failed."), waitCursor=False):
-            try:
-                if self._backend.starting:
-                    self._pollStarter()
-                elif self._run is not None:
-                    self._pollRun()
-            except Exception:
-                self._stopWork()
-                raise
-        if self._run is None and not self._backend.starting:
-            self._setBusy(False)
-
-    def _pollStarter(self):
-        if not self._backend.finished():  # raises what stopped the start
-            return
-        then = self._backend.take_follow_up()
-        self.refreshModels()
-        if then is not None and then != self.refreshModels:  # the models were just listed
-            then()
-
-    def _pollRun(self):
-        from NNMambaLandmarksLib.landmark_run import describe_status
-
-        status = self._run.poll()
-        self.ui.progressBar.value = int(round(100 * status.progress))
-        self.ui.statusLabel.text = describe_status(status)
-        if not status.done:
-            return
-        run, self._run = self._run, None
-        if status.state == "cancelled":
-            self.ui.statusLabel.text = _("Cancelled.")
-            return
+    def _showResult(self, run):
         nodes = run.finish()
         (self._parameterNode or self.logic.getParameterNode()).outputPoints = nodes.points  # also when exited
         self._showPoints(nodes.points)
         self.ui.statusLabel.text = _("Found {count} landmarks.").format(count=nodes.points.GetNumberOfControlPoints())
-
-    def _setBusy(self, busy):
-        self.ui.progressBar.setVisible(busy)
-        if busy:
-            self.ui.progressBar.value = 0
-            self._timer.start()
-        else:
-            self._timer.stop()
-        self.ui.inputVolumeSelector.enabled = not busy
-        self.ui.modelComboBox.enabled = not busy
-        self.ui.refreshModelsButton.enabled = not busy
-        self.updateGUIFromParameterNode()
-
-    def _stopWork(self, keepStarting=True):
-        """Cancel the running job (scene close, module cleanup). A backend that is starting keeps starting (and
-        becomes the shared one) unless the module goes away, so no server is left without an owner."""
-        run, self._run = self._run, None
-        if self._backend is not None:
-            self._backend.drop_follow_up()
-        if self._backend is None or not self._backend.starting or not keepStarting:
-            if self._backend is not None:
-                self._backend.forget()
-            if self._timer is not None:
-                self._timer.stop()
-        if run is not None:
-            try:
-                run.cancel()
-            except Exception as error:  # the server may already be gone: nothing left to stop
-                import logging
-
-                logging.warning(f"NNMambaLandmarks: could not cancel job {run.job.id}: {error}")
 
     # -- output ------------------------------------------------------------------------------------------------
     def onOutputPointsChanged(self, node):
@@ -340,12 +287,19 @@ class NNMambaLandmarksLogic(ScriptedLoadableModuleLogic):
 
         return landmark_models(backend or require_shared_backend())
 
-    def start(self, inputVolume, model, pointsNode=None, backend=None, **options):
-        """Submit the job now and return a LandmarkRun to poll (``run.poll()``, then ``run.finish()``)."""
+    def landmarkRun(self, inputVolume, model, pointsNode=None, backend=None, **options):
+        """A LandmarkRun: reads the input now; ``run_to_end`` (any thread) or ``wait`` does the network part,
+        ``finish()`` makes the nodes."""
         from NNMambaLandmarksLib.landmark_run import LandmarkRun
         from NNMambaSlicerLib.backend import require_shared_backend
 
         return LandmarkRun(backend or require_shared_backend(), inputVolume, model, pointsNode, **options)
+
+    def start(self, inputVolume, model, pointsNode=None, backend=None, **options):
+        """Submit the job now and return the LandmarkRun to poll (``run.poll()``, then ``run.finish()``)."""
+        run = self.landmarkRun(inputVolume, model, pointsNode, backend, **options)
+        run.submit()
+        return run
 
     def process(self, inputVolume, model, pointsNode=None, backend=None, timeout=600.0, **options):
         """Run and wait (the application keeps processing events); returns the LandmarkNodes."""
@@ -354,6 +308,9 @@ class NNMambaLandmarksLogic(ScriptedLoadableModuleLogic):
 
 
 class NNMambaLandmarksTest(ScriptedLoadableModuleTest):
+    """The demo landmark model on the demo fetal volume through a private local backend (the user's shared backend
+    is left alone); dependencies are installed in testing mode, else the test skips with one line."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
@@ -364,23 +321,16 @@ class NNMambaLandmarksTest(ScriptedLoadableModuleTest):
     def test_demo_fetal_landmarks(self):
         import SampleData
         from NNMambaLandmarksLib import LandmarkLinks
-        from NNMambaSlicerLib.backend import Backend, shared_backend
+        from NNMambaSlicerLib.self_test import private_backend
 
         import NNMambaSlicer
 
         NNMambaSlicer.registerSampleData()
         volume = SampleData.downloadSample("NNMambaDemoFetalBrain")
         self.assertIsNotNone(volume)
-        backend = shared_backend()
-        ownBackend = backend is None
-        if ownBackend:
-            backend = Backend.local(device="cpu")
-        try:
+        with private_backend(self) as backend:
             self.delayDisplay("Running demo-fetal-landmarks on CPU")
-            nodes = NNMambaLandmarksLogic().process(volume, "demo-fetal-landmarks", backend=backend, device="cpu")
-        finally:
-            if ownBackend:
-                backend.stop()
+            nodes = NNMambaLandmarksLogic().process(volume, "demo-fetal-landmarks", backend=backend)
         points = nodes.points
         labels = [points.GetNthControlPointLabel(i) for i in range(points.GetNumberOfControlPoints())]
         self.assertEqual(labels, ["TCD1", "TCD2", "HDV1", "HDV2", "ADV1", "ADV2"])

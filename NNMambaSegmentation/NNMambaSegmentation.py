@@ -1,5 +1,6 @@
 """NNMamba Segmentation: segment a volume with an nnMamba model into named, coloured, terminology-coded segments,
-and refine with clicks (a click adds the structure under it to its segment; Ctrl/Shift-click removes it).
+and refine with clicks (a click adds the structure under it to its segment; Ctrl/Shift-click, Cmd/Shift-click
+on macOS, removes it).
 
 Thin Slicer classes only; the work is in NNMambaSegmentationLib (tested outside Slicer) and the backend in
 NNMambaSlicerLib.backend. Heavy imports happen inside functions so that listing the module stays cheap.
@@ -22,7 +23,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-JOB_POLL_MS = 250
 CLICK_POLL_MS = 30
 MAX_CHANNELS = 4
 MODEL_SETTING = "NNMamba/Segmentation/Model"       # the last model used on this machine
@@ -39,8 +39,8 @@ class NNMambaSegmentation(ScriptedLoadableModule):
             "Segments a volume with an nnMamba model: one named, coloured and terminology-coded segment per "
             "structure, on the input's grid. Apply runs in the background (progress, time left, Cancel). Re-running "
             "never replaces a segment you edited without asking. Click to segment: each click adds the structure "
-            "under the point to its segment; Ctrl- or Shift-click removes it; Undo restores the last click. The "
-            "model runs in the NNMamba backend (see the NNMamba module)."
+            "under the point to its segment; Ctrl- or Shift-click (Cmd- or Shift-click on macOS) removes it; Undo "
+            "restores the last click. The model runs in the NNMamba backend (see the NNMamba module)."
         )
         self.parent.acknowledgementText = _(
             "nnMamba by Haifan Gong et al. (lhaof/nnMamba). Built on the 3D Slicer scripted module template."
@@ -71,33 +71,38 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None            # SegmentationRun being polled
-        self._backend = None        # BackendRequest: reaching the shared backend (setup)
+        self.panel = None           # JobPanel: Apply/Cancel and model lists (NNMambaSlicerLib)
+        self.clickTool = None       # ClickTool (NNMambaSegmentationLib)
         self._modelInputs = {}      # model id -> input channel names
         self._clicks = None         # ClickSession and the key it was made for
         self._clicksKey = None
-        self._pendingClick = None   # (PendingClick, point ID)
-        self._clickPointIds = []    # points of the clicks that can be undone, oldest first
-        self._sliceViews = {}       # interactor -> slice view, observed for Ctrl/Shift clicks
-        self._modifierPress = None  # (interactor, position) of a Ctrl/Shift left-button press
-        self._nextPointNegative = False
-        self._jobTimer = None
-        self._clickTimer = None
+        self._timers = []
 
     def setup(self):
+        from NNMambaSegmentationLib.click_tool import NEGATIVE_CLICK
+        from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaSegmentation.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = NNMambaSegmentationLogic()
-        from NNMambaSlicerLib.settings import BackendRequest
-
-        self._backend = BackendRequest()
-        self.ui.progressBar.hide()
+        self.panel = JobPanel()
+        lock = (self.ui.inputVolumeSelector, self.ui.inputVolume2Selector, self.ui.inputVolume3Selector,
+                self.ui.inputVolume4Selector, self.ui.modelComboBox, self.ui.refreshModelsButton,
+                self.ui.outputSegmentationSelector)
+        self._timers.append(attach_widgets(self.panel, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
+                                           self.ui.etaLabel, lock, _("Apply"), self.updateGUIFromParameterNode))
+        self._clickTimer = qt.QTimer()
+        self._clickTimer.setInterval(CLICK_POLL_MS)
+        self._clickTimer.connect("timeout()", self.onClickPoll)
+        self._timers.append(self._clickTimer)
+        self.ui.clickHintLabel.text = _(
+            "Turn on the click tool, then click a structure in any slice view: it is added to its segment. "
+            "{negative} (or tick Negative) removes the structure under the point from its segment.").format(
+            negative=NEGATIVE_CLICK)
         self._showChannels(["image"])
-        self._jobTimer = self._timer(JOB_POLL_MS, self.onJobPoll)
-        self._clickTimer = self._timer(CLICK_POLL_MS, self.onClickPoll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -108,27 +113,29 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.clickToolButton.connect("toggled(bool)", self.onClickToolToggled)
         self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
         self.initializeParameterNode()
-        self.refreshModels()
-
-    @staticmethod
-    def _timer(interval, slot):
-        timer = qt.QTimer()
-        timer.setInterval(interval)
-        timer.connect("timeout()", slot)
-        return timer
+        self._listModelsIfConnected()
 
     def cleanup(self):
-        self._stopClickTool()
-        self._stopJob()
-        for timer in (self._jobTimer, self._clickTimer):
-            if timer is not None:
-                timer.stop()
+        if self.clickTool is not None:
+            self.clickTool.stop()
+        if self.panel is not None:
+            self.panel.stop()
+        for timer in self._timers:
+            timer.stop()
         self.removeObservers()
+
+    def onReload(self):
+        """Reload the Lib code too (the shared backend in NNMambaSlicerLib stays)."""
+        import importlib
+
+        for name in ("click_points", "labelmaps", "segments", "clicks", "click_tool", "segmentation_run"):
+            importlib.reload(importlib.import_module(f"NNMambaSegmentationLib.{name}"))
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self):
         self.initializeParameterNode()
         if self.ui.modelComboBox.count == 0:
-            self.refreshModels()
+            self._listModelsIfConnected()
 
     def exit(self):
         self._stopClickTool()
@@ -136,7 +143,7 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onSceneStartClose(self, caller, event):
         self._stopClickTool()
-        self._stopJob()
+        self.panel.stop()
         self._forgetClicks()
         self.setParameterNode(None)
 
@@ -146,10 +153,12 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     # -- parameter node ---------------------------------------------------------------------------------------
     def initializeParameterNode(self):
+        from NNMambaSlicerLib.volumes import first_scalar_volume
+
         self.setParameterNode(self.logic.getParameterNode())
         parameters = self._parameterNode
         if not parameters.inputVolume:
-            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            parameters.inputVolume = first_scalar_volume(slicer.mrmlScene)
         if not parameters.model:
             parameters.model = qt.QSettings().value(MODEL_SETTING, "") or ""
 
@@ -169,12 +178,14 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             index = self.ui.modelComboBox.findData(parameters.model)
             if index >= 0 and index != self.ui.modelComboBox.currentIndex:
                 self.ui.modelComboBox.currentIndex = index
-        busy = self._run is not None or self._backend.starting
-        ready = bool(parameters and self._inputs() and parameters.model)
+        busy = self.panel is not None and self.panel.busy
+        # Apply works before the model list is filled: it starts the backend, then lists the models.
+        ready = bool(parameters and self._inputs())
         self.ui.applyButton.enabled = busy or ready
-        self.ui.applyButton.text = _("Cancel") if busy else _("Apply")
-        self.ui.applyButton.toolTip = _("Stop the running job") if busy else _("Segment the input in the background")
-        self.ui.clickToolButton.enabled = ready or self.ui.clickToolButton.checked
+        self.ui.applyButton.toolTip = _("Stop the running job") if busy else _(
+            "Segment the input in the background (starts the NNMamba backend if none runs)")
+        toolOn = self.clickTool is not None and self.clickTool.active
+        self.ui.clickToolButton.enabled = toolOn or bool(ready and parameters.model)
         self.ui.undoClickButton.enabled = bool(self._clicks is not None and self._clicks.can_undo)
 
     def _inputs(self):
@@ -188,19 +199,21 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return nodes if all(nodes) else []
 
     # -- models ----------------------------------------------------------------------------------------------
-    def onRefreshModels(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to list the segmentation models."), waitCursor=True):
-            self._withBackend(self.refreshModels)
-
-    def refreshModels(self):
-        """Fill the model combo box from the running backend (does nothing while none runs)."""
+    def _listModelsIfConnected(self):
         from NNMambaSlicerLib.backend import shared_backend
 
         backend = shared_backend()
         if backend is None:
             self.ui.statusLabel.text = _("Press Refresh or Apply to start the NNMamba backend.")
             return
-        models = self.logic.models(backend)
+        with slicer.util.tryWithErrorDisplay(_("Failed to list the segmentation models."), waitCursor=True):
+            self._fillModels(self.logic.models(backend))
+
+    def onRefreshModels(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to list the segmentation models."), waitCursor=True):
+            self.panel.start(lambda backend: (lambda: self.logic.models(backend)), self._fillModels)
+
+    def _fillModels(self, models):
         self._modelInputs = {modelId: inputs for modelId, _label, inputs in models}
         wanted = self._parameterNode.model if self._parameterNode else ""
         combo = self.ui.modelComboBox
@@ -235,80 +248,23 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             elif number == 1:
                 label.text = _("Input volume:")
 
-    # -- backend ---------------------------------------------------------------------------------------------
-    def _withBackend(self, then):
-        """Call ``then`` now if a backend is there (or the NNMamba module's settings name a remote one), else once
-        the local one has started in the background."""
-        if not self._backend.call(then) and self._backend.starting:
-            self.ui.statusLabel.text = _("Starting the local NNMamba backend...")
-            self._setBusy(True)
-
-    def _pollStarter(self):
-        if not self._backend.finished():   # raises what stopped the start
-            return
-        then = self._backend.take_follow_up()
-        self.refreshModels()
-        if then is not None and then != self.refreshModels:
-            then()
-
     # -- Apply / Cancel ----------------------------------------------------------------------------------------
     def onApplyButton(self):
-        if self._run is not None or self._backend.starting:
-            self._cancel()
+        if self.panel.busy:
+            self.panel.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            self._withBackend(self._startRun)
+            self.panel.start(self._prepareRun, self._writeResult)
 
-    def _startRun(self):
+    def _prepareRun(self, backend):
+        """GUI thread, once a backend is there: list the models if not done yet, then read the inputs."""
         if self.ui.modelComboBox.count == 0:
-            self.refreshModels()
+            self._fillModels(self.logic.models(backend))
         inputs = self._inputs()
         if not inputs:
             raise ValueError(_("Select an input volume for each of the model's channels."))
-        self._run = self.logic.start(inputs, self._parameterNode.model)
         qt.QSettings().setValue(MODEL_SETTING, self._parameterNode.model)
-        self.ui.statusLabel.text = _("Submitted.")
-        self._setBusy(True)
-
-    def _cancel(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to cancel."), waitCursor=True):
-            if self._run is not None:
-                self._run.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
-                self.ui.applyButton.enabled = False
-            elif self._backend.starting:
-                self._backend.drop_follow_up()   # let the server finish starting, but run nothing
-                self.ui.statusLabel.text = _("Cancelled; the backend keeps starting in the background.")
-
-    def onJobPoll(self):
-        with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=False):
-            try:
-                if self._backend.starting:
-                    self._pollStarter()
-                elif self._run is not None:
-                    self._pollRun()
-            except Exception:
-                self._stopJob()
-                raise
-            finally:
-                if self._run is None and not self._backend.starting:
-                    self._setBusy(False)
-
-    def _pollRun(self):
-        from NNMambaSegmentationLib.segmentation_run import describe_status
-        from NNMambaSlicerLib.backend import describe_eta
-
-        status = self._run.poll()
-        self.ui.progressBar.value = int(round(100 * status.progress))
-        self.ui.statusLabel.text = describe_status(status)
-        self.ui.etaLabel.text = describe_eta(status)
-        if not status.done:
-            return
-        run, self._run = self._run, None
-        if status.state == "cancelled":
-            self.ui.statusLabel.text = _("Cancelled.")
-            return
-        self._writeResult(run)
+        return self.logic.segmentationRun(inputs, self._parameterNode.model, backend)
 
     def _writeResult(self, run):
         parameters = self._parameterNode or self.logic.getParameterNode()
@@ -355,133 +311,57 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         else:
             node.RemoveClosedSurfaceRepresentation()
 
-    def _setBusy(self, busy):
-        self.ui.progressBar.setVisible(busy)
-        if busy:
-            self.ui.progressBar.value = 0
-            self._jobTimer.start()
-        else:
-            self._jobTimer.stop()
-            self.ui.etaLabel.text = ""
-        for widget in (self.ui.inputVolumeSelector, self.ui.inputVolume2Selector, self.ui.inputVolume3Selector,
-                       self.ui.inputVolume4Selector, self.ui.modelComboBox, self.ui.refreshModelsButton,
-                       self.ui.outputSegmentationSelector):
-            widget.enabled = not busy
-        self.updateGUIFromParameterNode()
+    # -- click to segment (the tool itself is NNMambaSegmentationLib.click_tool) ----------------------------------
+    def _makeClickTool(self):
+        from NNMambaSegmentationLib.click_tool import ClickTool
 
-    def _stopJob(self):
-        """Cancel the running job (scene close, module cleanup); a starting backend keeps starting."""
-        run, self._run = self._run, None
-        if self._backend is not None:
-            self._backend.drop_follow_up()
-        if run is not None:
-            try:
-                run.cancel()
-            except Exception as error:   # the server may already be gone: nothing left to stop
-                import logging
+        applicationLogic = slicer.app.applicationLogic()
+        layoutManager = slicer.app.layoutManager()
 
-                logging.warning(f"NNMambaSegmentation: could not cancel job {run.job.id}: {error}")
+        def views():
+            if layoutManager is None:
+                return []
+            return [layoutManager.sliceWidget(name).sliceView() for name in layoutManager.sliceViewNames()]
 
-    # -- click to segment --------------------------------------------------------------------------------------
+        tool = ClickTool(self._clickSession, self._showClickStatus, applicationLogic.GetInteractionNode(),
+                         applicationLogic.GetSelectionNode(), slicer.modules.markups.logic(),
+                         on_changed=self._onClickToolChanged, negative=lambda: self.ui.negativeClicksCheckBox.checked,
+                         views=views)
+        if layoutManager is not None:
+            layoutManager.connect("layoutChanged(int)", tool.observe_views)   # new views after a layout change
+        return tool
+
     def onClickToolToggled(self, on):
         if not on:
             self._stopClickTool()
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to start the click tool."), waitCursor=True):
-            try:
-                self._withBackend(self._startClickTool)
-            except Exception:
-                self._setClickButton(False)
-                raise
-
-    def _startClickTool(self):
         try:
-            self._clickSession()   # checks the inputs now
-        except Exception:
-            self._setClickButton(False)
-            raise
-        self._enterPlaceMode()
-
-    def _enterPlaceMode(self):
-        from NNMambaSegmentationLib.click_points import is_click_points, new_click_points
-
-        parameters = self._parameterNode
-        points = parameters.clickPoints
-        if not is_click_points(points) or points.GetScene() is None:
-            points = new_click_points(slicer.mrmlScene)
-            parameters.clickPoints = points
-        self.addObserver(points, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPlaced)
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
-        self._observeSliceViews(True)
-        markups = slicer.modules.markups.logic()
-        markups.SetActiveList(points)
-        markups.StartPlaceMode(True)
-        self._setClickButton(True)
-        self.ui.clickStatusLabel.text = _("Click a structure in a slice view (Ctrl/Shift-click: remove).")
+            with slicer.util.tryWithErrorDisplay(_("Failed to start the click tool."), waitCursor=True):
+                if self.clickTool is None:
+                    self.clickTool = self._makeClickTool()
+                self._parameterNode.clickPoints = self.clickTool.start(self._parameterNode.clickPoints)
+        finally:
+            self._onClickToolChanged()
 
     def _stopClickTool(self):
-        self._observeSliceViews(False)
-        points = self._parameterNode.clickPoints if self._parameterNode else None
-        if points is not None:
-            self.removeObserver(points, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPlaced)
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        if interaction is not None:
-            self.removeObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
-            selection = slicer.app.applicationLogic().GetSelectionNode()
-            ours = points is not None and selection.GetActivePlaceNodeID() == points.GetID()
-            if ours and interaction.GetCurrentInteractionMode() == interaction.Place:
-                interaction.SwitchToViewTransformMode()
-        if hasattr(self, "ui"):
-            self._setClickButton(False)
+        if self.clickTool is not None:
+            self.clickTool.stop()
 
-    def _observeSliceViews(self, on):
-        """Markups place mode ignores Ctrl/Shift clicks (Shift-drag pans), so the slice views' interactors are
-        watched for them: a Ctrl/Shift click without a drag adds a negative point."""
-        for interactor in list(self._sliceViews):
-            for event in (vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent):
-                self.removeObserver(interactor, event, self.onSliceViewButton)
-        self._sliceViews = {}
-        layoutManager = slicer.app.layoutManager()
-        if not on or layoutManager is None:
+    def _onClickToolChanged(self):
+        if not hasattr(self, "ui"):
             return
-        for name in layoutManager.sliceViewNames():
-            view = layoutManager.sliceWidget(name).sliceView()
-            interactor = view.interactorStyle().GetInteractor()
-            self._sliceViews[interactor] = view
-            for event in (vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent):
-                self.addObserver(interactor, event, self.onSliceViewButton, priority=10.0)
-
-    def onSliceViewButton(self, interactor, event):
-        if not (interactor.GetControlKey() or interactor.GetShiftKey()):
-            return
-        position = interactor.GetEventPosition()
-        if event == "LeftButtonPressEvent":
-            self._modifierPress = (interactor, position)
-            return
-        press, self._modifierPress = self._modifierPress, None
-        points = self._parameterNode.clickPoints if self._parameterNode else None
-        if press is None or press[0] is not interactor or points is None:
-            return
-        if max(abs(a - b) for a, b in zip(press[1], position)) > 3:
-            return   # a drag (Shift-drag pans the view), not a click
-        view = self._sliceViews[interactor]
-        xyz = view.convertDeviceToXYZ(position)
-        ras = view.mrmlSliceNode().GetXYToRAS().MultiplyPoint([xyz[0], xyz[1], xyz[2], 1.0])[:3]
-        self._nextPointNegative = True
-        try:
-            points.AddControlPointWorld(vtk.vtkVector3d(*ras))   # -> onClickPlaced
-        finally:
-            self._nextPointNegative = False
-
-    def onInteractionModeChanged(self, caller, event):
-        if caller.GetCurrentInteractionMode() != caller.Place:
-            self._stopClickTool()   # the user left place mode (Esc, toolbar)
-
-    def _setClickButton(self, on):
+        on = self.clickTool is not None and self.clickTool.active
         wasBlocked = self.ui.clickToolButton.blockSignals(True)
         self.ui.clickToolButton.checked = on
         self.ui.clickToolButton.blockSignals(wasBlocked)
+        if self.clickTool is not None and self.clickTool.pending is not None:
+            self._clickTimer.start()
+        self.updateGUIFromParameterNode()
+
+    def _showClickStatus(self, text):
+        self.ui.clickStatusLabel.text = text
+        if self.clickTool is not None and self.clickTool.pending is not None:
+            self._clickTimer.start()
 
     def _clickSession(self):
         """The ClickSession for the current inputs, model and output (a new one, with fresh undo, when they
@@ -505,83 +385,27 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return self._clicks
 
     def _forgetClicks(self):
-        points = self._parameterNode.clickPoints if self._parameterNode else None
-        if points is not None:
-            points.RemoveAllControlPoints()
-        self._clicks, self._clicksKey, self._pendingClick, self._clickPointIds = None, None, None, []
-
-    @vtk.calldata_type(vtk.VTK_INT)
-    def onClickPlaced(self, caller, event, callData=None):
-        from NNMambaSegmentationLib.click_points import mark_point, point_world, remove_point
-        from NNMambaSegmentationLib.clicks import ClickError
-
-        index = caller.GetNumberOfControlPoints() - 1 if callData is None else int(callData)
-        if index < 0 or caller.GetNthControlPointPositionStatus(index) != caller.PositionDefined:
-            return   # not a placed point (e.g. the place-mode preview)
-        negative = self._nextPointNegative or self.ui.negativeClicksCheckBox.checked
-        mark_point(caller, index, not negative)
-        pointId = caller.GetNthControlPointID(index)
-        if self._pendingClick is not None:
-            remove_point(caller, pointId)
-            self.ui.clickStatusLabel.text = _("Still answering the previous click; that point was ignored.")
-            return
-        with slicer.util.tryWithErrorDisplay(_("The click could not be answered."), waitCursor=False):
-            try:
-                pending = self._clickSession().start_click(point_world(caller, index), positive=not negative)
-            except ClickError as error:   # e.g. outside the volume: say it in the status line, no pop-up
-                remove_point(caller, pointId)
-                self.ui.clickStatusLabel.text = str(error)
-                return
-            except Exception:
-                remove_point(caller, pointId)
-                raise
-            self._pendingClick = (pending, pointId)
-            self.ui.clickStatusLabel.text = _("Asking the model...")
-            self._clickTimer.start()
+        if self.clickTool is not None:
+            self.clickTool.forget()
+        self._clicks, self._clicksKey = None, None
 
     def onClickPoll(self):
-        from NNMambaSegmentationLib.click_points import remove_point
-        from NNMambaSegmentationLib.clicks import describe_click
-
-        if self._pendingClick is None:
+        if self.clickTool is None or self.clickTool.pending is None:
             self._clickTimer.stop()
             return
-        pending, pointId = self._pendingClick
-        if not pending.done:
-            return
-        self._pendingClick = None
-        self._clickTimer.stop()
-        points = self._parameterNode.clickPoints if self._parameterNode else None
-        with slicer.util.tryWithErrorDisplay(_("The click could not be answered."), waitCursor=False):
-            try:
-                outcome = pending.finish()
-            except ValueError as error:   # refused as given (a point the server cannot use): status line only
-                remove_point(points, pointId)
-                self.ui.clickStatusLabel.text = str(error)
-                return
-            except Exception:
-                remove_point(points, pointId)
-                raise
-            if outcome.changed:
-                self._clickPointIds.append(pointId)
-            else:
-                remove_point(points, pointId)
-            self.ui.clickStatusLabel.text = _("Last click: {what}").format(what=describe_click(outcome))
-        self.updateGUIFromParameterNode()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The click could not be answered."), waitCursor=False):
+                self.clickTool.poll()
+        except Exception:   # shown to the user already
+            pass
+        if self.clickTool.pending is None:
+            self._clickTimer.stop()
 
     def onUndoClick(self):
-        from NNMambaSegmentationLib.click_points import remove_point
-
-        if self._clicks is None:
+        if self._clicks is None or self.clickTool is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to undo the click."), waitCursor=True):
-            try:
-                structure = self._clicks.undo()
-            finally:
-                if self._clickPointIds:
-                    remove_point(self._parameterNode.clickPoints, self._clickPointIds.pop())
-                self.updateGUIFromParameterNode()
-            self.ui.clickStatusLabel.text = _("Undid the last click on {name}.").format(name=structure)
+            self.clickTool.undo(self._clicks)
 
 
 class NNMambaSegmentationLogic(ScriptedLoadableModuleLogic):
@@ -598,12 +422,19 @@ class NNMambaSegmentationLogic(ScriptedLoadableModuleLogic):
 
         return segmentation_models(backend or require_shared_backend())
 
-    def start(self, inputVolumes, model, backend=None, **options):
-        """Submit the job now and return a SegmentationRun to poll (``run.poll()``, then ``run.finish(node)``)."""
+    def segmentationRun(self, inputVolumes, model, backend=None, **options):
+        """A SegmentationRun: reads the inputs now; ``run_to_end`` (any thread) or ``wait`` does the network part,
+        ``finish(node)`` writes the segments."""
         from NNMambaSegmentationLib.segmentation_run import SegmentationRun
         from NNMambaSlicerLib.backend import require_shared_backend
 
         return SegmentationRun(backend or require_shared_backend(), inputVolumes, model, **options)
+
+    def start(self, inputVolumes, model, backend=None, **options):
+        """Submit the job now and return the SegmentationRun to poll (``run.poll()``, then ``run.finish(node)``)."""
+        run = self.segmentationRun(inputVolumes, model, backend, **options)
+        run.submit()
+        return run
 
     def process(self, inputVolumes, model, segmentationNode=None, backend=None, overwriteEdited=False,
                 show3D=False, timeout=600.0, **options):
@@ -621,6 +452,9 @@ class NNMambaSegmentationLogic(ScriptedLoadableModuleLogic):
 
 
 class NNMambaSegmentationTest(ScriptedLoadableModuleTest):
+    """The demo CT model on the demo volume, then one click, through a private local backend (the user's shared
+    backend is left alone); dependencies are installed in testing mode, else the test skips with one line."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
@@ -632,18 +466,14 @@ class NNMambaSegmentationTest(ScriptedLoadableModuleTest):
         import numpy as np
         import SampleData
         from NNMambaSegmentationLib.segments import find_segment
-        from NNMambaSlicerLib.backend import Backend, shared_backend
+        from NNMambaSlicerLib.self_test import private_backend
 
         import NNMambaSlicer
 
         NNMambaSlicer.registerSampleData()
         volume = SampleData.downloadSample("NNMambaDemoAbdomenCT")
         self.assertIsNotNone(volume)
-        backend = shared_backend()
-        ownBackend = backend is None
-        if ownBackend:
-            backend = Backend.local(device="cpu")
-        try:
+        with private_backend(self) as backend:
             self.delayDisplay("Running demo-abdomen-ct on CPU")
             logic = NNMambaSegmentationLogic()
             node, report = logic.process([volume], "demo-abdomen-ct", backend=backend)
@@ -664,7 +494,4 @@ class NNMambaSegmentationTest(ScriptedLoadableModuleTest):
             self.assertEqual(outcome.structure, "liver")
             self.assertGreater(outcome.changed, 0)
             self.assertGreater(slicer.util.arrayFromSegmentBinaryLabelmap(node, liverId, volume).sum(), 0)
-        finally:
-            if ownBackend:
-                backend.stop()
         self.delayDisplay("Test passed")

@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-POLL_INTERVAL_MS = 250
+POLL_INTERVAL_MS = 200
 CLASSIFICATION = "classification"
 MODEL_COLUMNS = ("Model", "ID", "Task", "Version", "Status", "Source")
 
@@ -91,24 +91,26 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None
-        self._jobVolume = None
-        self._starter = None
-        self._classifyWhenStarted = False
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(POLL_INTERVAL_MS)
-        self._pollTimer.connect("timeout()", self._onPollJob)
-        self._startTimer = qt.QTimer()
-        self._startTimer.setInterval(POLL_INTERVAL_MS)
-        self._startTimer.connect("timeout()", self._onPollStart)
+        self.panel = None          # JobPanel: classification
+        self._panelTimer = None
+        self._calls = []           # [(BackgroundCall, onDone, errorTitle)]: connect, start, import, verify
+        self._callTimer = qt.QTimer()
+        self._callTimer.setInterval(POLL_INTERVAL_MS)
+        self._callTimer.connect("timeout()", self._onPollCalls)
 
     def setup(self) -> None:
+        from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaSlicer.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = NNMambaSlicerLogic()
+        self.panel = JobPanel()
+        self._panelTimer = attach_widgets(self.panel, self.ui.applyButton, self.ui.progressBar,
+                                          self.ui.classificationStatusLabel, lock=(self.ui.inputVolumeSelector,),
+                                          idle_text=_("Apply"), on_idle=self._updateApplyButton)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -129,7 +131,6 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.classificationModelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
-        self.ui.progressBar.hide()
         self.ui.modelsTableWidget.setColumnCount(len(MODEL_COLUMNS))
         self.ui.modelsTableWidget.setHorizontalHeaderLabels(list(MODEL_COLUMNS))
         self.ui.modelsTableWidget.horizontalHeader().setStretchLastSection(True)
@@ -140,15 +141,17 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._loadBackendSettings()
         self.initializeParameterNode()
         self._updateBackendStatus()
-        try:
-            self.refreshModels()
-        except Exception:   # shown already; the rest of the module stays usable
-            logging.exception("NNMamba: listing the models failed")
+        self.refreshModels()
 
     def cleanup(self) -> None:
-        """Stop polling and cancel a running job; the backend itself is shared and stops with the application."""
-        self._startTimer.stop()
-        self._stopJob(cancel=True)
+        """Stop polling and cancel a running job; the backend itself is shared and stops with the application (a
+        start under way still shares its server when it is up, so it has an owner)."""
+        self._callTimer.stop()
+        self._calls = []
+        if self.panel is not None:
+            self.panel.stop()
+        if self._panelTimer is not None:
+            self._panelTimer.stop()
         self.removeObservers()
 
     def onReload(self) -> None:
@@ -156,7 +159,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import importlib
 
         for name in ("volumes", "install", "environment_report", "models", "classification_nodes", "sample_data",
-                     "settings"):
+                     "settings", "job_panel", "self_test"):
             importlib.reload(importlib.import_module(f"NNMambaSlicerLib.{name}"))
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -165,13 +168,10 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateBackendStatus()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._stopJob(cancel=True)
+        self.panel.stop()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -207,13 +207,34 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateApplyButton()
 
     def _updateApplyButton(self) -> None:
-        running = self._job is not None or self._starter is not None
+        busy = self.panel is not None and self.panel.busy
         node = self._parameterNode
         ready = bool(node and node.inputVolume and node.classificationModel)
-        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
-        self.ui.applyButton.enabled = running or ready
-        self.ui.applyButton.toolTip = _("Stop the running job.") if running else (
-            _("Classify the volume.") if ready else _("Select an input volume and a classification model."))
+        self.ui.applyButton.enabled = busy or ready
+        self.ui.applyButton.toolTip = _("Stop the running job.") if busy else (
+            _("Classify the volume (starts the backend if none runs).") if ready
+            else _("Select an input volume and a classification model."))
+
+    # -- background calls (connect, start, import, verify) ---------------------------------------------------------
+    def _inBackground(self, call, onDone, errorTitle) -> None:
+        """Poll ``call`` (a BackgroundCall or BackendStarter) from the timer; ``onDone(value)`` when it is done."""
+        self._calls.append((call, onDone, errorTitle))
+        self._callTimer.start()
+
+    def _onPollCalls(self) -> None:
+        calls, self._calls = self._calls, []
+        for call, onDone, errorTitle in calls:
+            if not call.finished:
+                self._calls.append((call, onDone, errorTitle))
+                continue
+            try:
+                with slicer.util.tryWithErrorDisplay(errorTitle, waitCursor=False):
+                    onDone(call.result())
+            except Exception:   # shown to the user already
+                logging.debug("NNMamba: background call failed", exc_info=True)
+        if not self._calls:
+            self._callTimer.stop()
+        self._updateBackendStatus()
 
     # -- environment -------------------------------------------------------------------------------------------
     def onEnvironmentCollapsed(self, collapsed) -> None:
@@ -221,22 +242,27 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onRefreshEnvironment()
 
     def onRefreshEnvironment(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to collect the environment report."), waitCursor=True):
-            self.ui.environmentTextEdit.setPlainText(self.logic.environmentText(self._device()))
+        """Collected in the background: it asks the backend, which may be slow to answer."""
+        from NNMambaSlicerLib.job_panel import BackgroundCall
+
+        self.ui.environmentTextEdit.setPlainText(_("Collecting..."))
+        self._inBackground(BackgroundCall(self.logic.environmentText, self._device()),
+                           self.ui.environmentTextEdit.setPlainText, _("Failed to collect the environment report."))
 
     def onCopyEnvironment(self) -> None:
-        if not self.ui.environmentTextEdit.plainText:
-            self.onRefreshEnvironment()
         qt.QApplication.clipboard().setText(self.ui.environmentTextEdit.plainText)
         slicer.util.showStatusMessage(_("Environment report copied to the clipboard."), 3000)
 
     def onInstallDependencies(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the dependencies."), waitCursor=True):
-            installed = self.logic.installDependencies(ask=True)
-            message = (_("Installed: {packages}.").format(packages=", ".join(installed)) if installed
-                       else _("All NNMamba dependencies are installed."))
-            slicer.util.infoDisplay(message)
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to install the dependencies."), waitCursor=True):
+                installed = self.logic.installDependencies(ask=True)
+                message = (_("Installed: {packages}.").format(packages=", ".join(installed)) if installed
+                           else _("All NNMamba dependencies are installed."))
+                slicer.util.infoDisplay(message)
+        finally:
             self.onRefreshEnvironment()
+            self.refreshModels()
 
     # -- backend -----------------------------------------------------------------------------------------------
     def _device(self) -> str:
@@ -258,11 +284,14 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        self.ui.rememberTokenCheckBox.checked, self._device())
 
     def onBackendModeChanged(self, checked=None) -> None:
+        from NNMambaSlicerLib.backend import starting_backend
+
         remote = self.ui.remoteRadioButton.checked
-        for widget in (self.ui.serverUrlLineEdit, self.ui.tokenLineEdit, self.ui.rememberTokenCheckBox,
-                       self.ui.connectBackendButton):
+        starting = starting_backend() is not None
+        for widget in (self.ui.serverUrlLineEdit, self.ui.tokenLineEdit, self.ui.rememberTokenCheckBox):
             widget.enabled = remote
-        self.ui.startBackendButton.enabled = not remote and self._starter is None
+        self.ui.connectBackendButton.enabled = remote and not starting
+        self.ui.startBackendButton.enabled = not remote and not starting
 
     def _updateBackendStatus(self, text=None) -> None:
         self.ui.backendStatusLabel.text = text or self.logic.backendStatusText()
@@ -270,49 +299,27 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onBackendModeChanged()
 
     def onStartBackend(self) -> None:
-        if self._starter is not None:
-            return
         self._saveBackendSettings()
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Failed to start the local backend."), waitCursor=True):
-                self._starter = self.logic.startLocalBackendAsync(self._device())
-        finally:
-            if self._starter is None:
-                self._classifyWhenStarted = False
-            else:
-                self._startTimer.start()
-                self._updateBackendStatus(_("Starting the local backend on {device}... (the first start can take "
-                                            "a minute; Slicer stays usable)").format(device=self._device()))
-            self._updateApplyButton()
-
-    def _onPollStart(self) -> None:
-        if self._starter is None or not self._starter.finished:
-            return
-        self._startTimer.stop()
-        starter, self._starter = self._starter, None
-        classify, self._classifyWhenStarted = self._classifyWhenStarted, False
-        try:
-            with slicer.util.tryWithErrorDisplay(_("The local backend did not start."), waitCursor=False):
-                self.logic.setBackend(starter.result())
-        finally:
-            self._updateBackendStatus()
-            self._updateApplyButton()
-        self.refreshModels()
-        if classify:
-            self._submitClassification()
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the local backend."), waitCursor=True):
+            starter = self.logic.startLocalBackendAsync(self._device())
+            self._inBackground(starter, self._onBackendReady, _("The local backend did not start."))
+            self._updateBackendStatus(_("Starting the local backend on {device}... (the first start can take "
+                                        "a minute; Slicer stays usable)").format(device=self._device()))
 
     def onConnectBackend(self) -> None:
         self._saveBackendSettings()
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Could not connect to the remote backend."), waitCursor=True):
-                self.logic.connectRemoteBackend(self.ui.serverUrlLineEdit.text.strip(),
-                                                self.ui.tokenLineEdit.text.strip(), self._device())
-        finally:
-            self._updateBackendStatus()
+        with slicer.util.tryWithErrorDisplay(_("Could not connect to the remote backend."), waitCursor=True):
+            url = self.ui.serverUrlLineEdit.text.strip()
+            starter = self.logic.connectRemoteBackendAsync(url, self.ui.tokenLineEdit.text.strip(), self._device())
+            self._inBackground(starter, self._onBackendReady, _("Could not connect to the remote backend."))
+            self._updateBackendStatus(_("Connecting to {url}...").format(url=url))
+
+    def _onBackendReady(self, backend) -> None:
+        self._updateBackendStatus()
         self.refreshModels()
 
     def onStopBackend(self) -> None:
-        self._stopJob(cancel=True)
+        self.panel.stop()
         try:
             with slicer.util.tryWithErrorDisplay(_("Failed to stop the backend."), waitCursor=True):
                 self.logic.stopBackend()
@@ -322,6 +329,8 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- models ------------------------------------------------------------------------------------------------
     def refreshModels(self) -> None:
+        """The installed, bundled and catalog models; on a fresh Slicer (no jsonschema, no torch) too, with a line
+        saying what to install for a local backend."""
         with slicer.util.tryWithErrorDisplay(_("Failed to list the models."), waitCursor=True):
             rows = self.logic.listModels()
             table = self.ui.modelsTableWidget
@@ -334,6 +343,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     item.setData(qt.Qt.UserRole, row.where)
                     table.setItem(index, column, item)
             table.resizeColumnsToContents()
+            self.ui.modelsStatusLabel.text = self.logic.dependencyHint()
             self._fillClassificationModels()
 
     def _fillClassificationModels(self) -> None:
@@ -364,15 +374,23 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return table.item(row, 1).text(), table.item(row, 0).data(qt.Qt.UserRole), table.item(row, 4).text()
 
     def onVerifyModel(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("The model did not pass the check."), waitCursor=True):
+        """Hash the weights in the background (a large model takes seconds)."""
+        from NNMambaSlicerLib.job_panel import BackgroundCall
+
+        with slicer.util.tryWithErrorDisplay(_("The model did not pass the check."), waitCursor=False):
             model_id, where, state = self._selectedModelPath()
             if state == "not installed":
                 raise ValueError(_("{model} is not installed. Get it here, then import it: {where}").format(
                     model=model_id, where=where))
-            self.logic.verifyModel(where)
-            slicer.util.infoDisplay(_("{model}: model.json is valid and the weights match their SHA-256.").format(
-                model=model_id))
-        self.refreshModels()
+
+            def verified(row):
+                slicer.util.infoDisplay(_("{model}: model.json is valid and the weights match their SHA-256.").format(
+                    model=model_id))
+                self.refreshModels()
+
+            self.ui.modelsStatusLabel.text = _("Checking {model}...").format(model=model_id)
+            self._inBackground(BackgroundCall(self.logic.verifyModel, where), verified,
+                               _("The model did not pass the check."))
 
     def onImportFolder(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(
@@ -387,33 +405,48 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if path:
             self._importModel(path)
 
-    def _importModel(self, path) -> None:
-        from NNMambaSlicerLib.models import ModelAlreadyInstalled
+    def _importModel(self, path, options=None) -> None:
+        """Import in the background (reading, converting and hashing a checkpoint takes a while); questions about
+        trust or replacing come back here and import again with the answer."""
+        from NNMambaSlicerLib.job_panel import BackgroundCall
 
-        from nnmamba.checkpoints import UnsafeCheckpointError
-
+        options = dict(options or {})
         preset = self.ui.presetComboBox.itemData(self.ui.presetComboBox.currentIndex) or None
-        options = {}
-        with slicer.util.tryWithErrorDisplay(_("Import failed."), waitCursor=True):
-            while True:
-                try:
-                    package, notes = self.logic.importModel(path, preset, **options)
-                    break
-                except UnsafeCheckpointError as error:
-                    question = _("{error}\n\nOnly continue if you trust where this file comes from. Import it "
-                                 "anyway?").format(error=error)
-                    if options.get("trust") or not slicer.util.confirmYesNoDisplay(question):
-                        return
-                    options["trust"] = True
-                except ModelAlreadyInstalled as error:
-                    if options.get("overwrite") or not slicer.util.confirmYesNoDisplay(
-                            _("{error}\n\nReplace it?").format(error=error)):
-                        return
-                    options["overwrite"] = True
-            details = "\n".join(notes) if notes else None
+
+        def attempt():
+            try:
+                return self.logic.importModel(path, preset, **options), None
+            except Exception as error:   # the questions are asked on the GUI thread
+                return None, error
+
+        def done(outcome):
+            imported, error = outcome
+            if error is not None:
+                self._askAndImportAgain(path, options, error)
+                return
+            package, notes = imported
             slicer.util.infoDisplay(_("Imported {model} ({task}) to {where}.").format(
-                model=package.id, task=package.task, where=package.root), detailedText=details)
-        self.refreshModels()
+                model=package.id, task=package.task, where=package.root),
+                detailedText="\n".join(notes) if notes else None)
+            self.refreshModels()
+
+        self.ui.modelsStatusLabel.text = _("Importing {path}...").format(path=os.path.basename(path))
+        self._inBackground(BackgroundCall(attempt), done, _("Import failed."))
+
+    def _askAndImportAgain(self, path, options, error) -> None:
+        kind = self.logic.importQuestion(error)
+        if kind == "trust" and not options.get("trust") and slicer.util.confirmYesNoDisplay(
+                _("{error}\n\nOnly continue if you trust where this file comes from. Import it anyway?").format(
+                    error=error)):
+            self._importModel(path, dict(options, trust=True))
+        elif kind == "overwrite" and not options.get("overwrite") and slicer.util.confirmYesNoDisplay(
+                _("{error}\n\nReplace it?").format(error=error)):
+            self._importModel(path, dict(options, overwrite=True))
+        elif kind is None:
+            self.ui.modelsStatusLabel.text = ""
+            slicer.util.errorDisplay(_("Import failed: {error}").format(error=error))
+        else:
+            self.ui.modelsStatusLabel.text = _("Import cancelled.")
 
     def onOpenModelsFolder(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot open the models folder."), waitCursor=False):
@@ -421,81 +454,25 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- classification ----------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
-        """Apply, or Cancel while a job runs (or while the backend it waits for starts)."""
-        if self._job is not None or self._starter is not None:
-            self._stopJob(cancel=True)
+        """Apply (starting or connecting the backend first if none runs), or Cancel while busy."""
+        if self.panel.busy:
+            self.panel.cancel()
             return
-        if self.logic.backend() is not None:
-            self._submitClassification()
-        elif self.ui.remoteRadioButton.checked:
-            slicer.util.errorDisplay(_("Connect to the remote backend first (Backend section)."))
-        else:   # start the local backend; the job is submitted when it runs
-            self._classifyWhenStarted = True
-            self.onStartBackend()
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
+            self._saveBackendSettings()
+            node = self._parameterNode
+            volume, model = node.inputVolume, node.classificationModel
+            self.panel.start(lambda backend: self.logic.classificationRun(volume, model, backend),
+                             self._showClassification)
 
-    def _submitClassification(self) -> None:
-        node = self._parameterNode
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
-                self.ui.classificationStatusLabel.text = _("Uploading {volume}...").format(
-                    volume=node.inputVolume.GetName() if node.inputVolume else "")
-                self._job = self.logic.startClassification(node.inputVolume, node.classificationModel)
-                self._jobVolume = node.inputVolume
-                self.ui.progressBar.value = 0
-                self.ui.progressBar.format = _("queued")
-                self.ui.progressBar.show()
-                self.ui.classificationStatusLabel.text = _("Classifying {volume}...").format(
-                    volume=node.inputVolume.GetName())
-                self._pollTimer.start()
-        finally:
-            if self._job is None:
-                self.ui.classificationStatusLabel.text = ""
-            self._updateApplyButton()
-
-    def _onPollJob(self) -> None:
-        if self._job is None:
-            self._pollTimer.stop()
-            return
-        try:
-            status = self._job.poll()
-        except Exception as error:
-            self._stopJob(cancel=False)
-            slicer.util.errorDisplay(_("Lost the classification job: {error}").format(error=error))
-            return
-        self.ui.progressBar.value = int(round(status.progress * 1000))
-        eta = f", {status.eta_seconds:.0f} s left" if status.eta_seconds else ""
-        self.ui.progressBar.format = f"%p% ({status.message}{eta})"
-        if not status.done:
-            return
-        job, volume = self._job, self._jobVolume
-        self._stopJob(cancel=False)
-        if status.succeeded:
-            with slicer.util.tryWithErrorDisplay(_("Failed to read the classification result."), waitCursor=True):
-                table = self.logic.applyClassificationResult(volume, job)
-                self._parameterNode.classificationTable = table
-                if self._parameterNode.showTableInLayout:
-                    self.logic.showTableInLayout(table)
-                self.ui.classificationStatusLabel.text = _("Done.")
-                self._onParameterNodeModified()
-        elif status.state == "cancelled":
-            self.ui.classificationStatusLabel.text = _("Cancelled; nothing was changed.")
-        else:
-            self.ui.classificationStatusLabel.text = _("Failed: {reason}").format(reason=status.message)
-            slicer.util.errorDisplay(_("The classification failed: {reason}").format(reason=status.message))
-
-    def _stopJob(self, cancel) -> None:
-        """Stop polling; with ``cancel`` also ask the server to stop the job (and forget a pending start)."""
-        self._pollTimer.stop()
-        self._classifyWhenStarted = False
-        job, self._job, self._jobVolume = self._job, None, None
-        if cancel and job is not None:
-            try:
-                job.cancel()
-                self.ui.classificationStatusLabel.text = _("Cancelled; nothing was changed.")
-            except Exception as error:   # the server may be gone: nothing left to cancel
-                self.ui.classificationStatusLabel.text = _("Could not cancel: {error}").format(error=error)
-        self.ui.progressBar.hide()
-        self._updateApplyButton()
+    def _showClassification(self, run) -> None:
+        table = run.finish()
+        self._parameterNode.classificationTable = table
+        if self._parameterNode.showTableInLayout:
+            self.logic.showTableInLayout(table)
+        self.ui.classificationStatusLabel.text = _("Done.")
+        self._updateBackendStatus()
+        self._onParameterNodeModified()
 
 
 #
@@ -541,43 +518,39 @@ class NNMambaSlicerLogic(ScriptedLoadableModuleLogic):
     def modelsDir(self):
         return self.backendSettings()["models_dir"]
 
-    def _checkDependencies(self):
-        from NNMambaSlicerLib.install import DependencyError, load_requirements, missing_requirements, torch_installed
+    def startLocalBackendAsync(self, device="auto", ask=True):
+        """Start the shared local server in the background (one start at a time); returns the BackendStarter to
+        poll. Missing packages are named at once (looked up, not imported); the client set is installed."""
+        from NNMambaSlicerLib.settings import start_shared_backend_from_settings
 
-        missing = missing_requirements(load_requirements())
-        if not torch_installed():
-            missing.insert(0, "torch (PyTorch extension)")
-        if missing:
-            raise DependencyError(_("NNMamba needs {packages}. Press 'Install dependencies' in the Environment "
-                                    "section first.").format(packages=", ".join(missing)))
+        settings = dict(self.backendSettings(), mode="local", device=device)
+        return start_shared_backend_from_settings(settings, ask=ask)
 
-    def startLocalBackend(self, device="auto"):
-        """Start the local server and wait for it (scripts, tests); it becomes the shared backend."""
-        from NNMambaSlicerLib.backend import Backend
+    def startLocalBackend(self, device="auto", timeout=300):
+        """Start the shared local server and wait for it (scripts)."""
+        return self.startLocalBackendAsync(device).result(timeout)
 
-        self._checkDependencies()
-        return self.setBackend(Backend.local(device=device, models_dir=self.modelsDir()))
-
-    def startLocalBackendAsync(self, device="auto"):
-        """Start the local server in the background; poll the returned BackendStarter (GUI)."""
-        from NNMambaSlicerLib.backend import BackendStarter
-
-        self._checkDependencies()
-        return BackendStarter(device=device, models_dir=self.modelsDir())
-
-    def connectRemoteBackend(self, url, token, device="auto"):
-        from NNMambaSlicerLib.backend import Backend
+    def connectRemoteBackendAsync(self, url, token, device="auto", ask=True):
+        """Connect to a remote server in the background (the client set is installed first); returns the
+        BackendStarter to poll."""
+        from NNMambaSlicerLib.settings import start_shared_backend_from_settings
 
         if not url:
             raise ValueError(_("Enter the server URL, e.g. http://127.0.0.1:8765 (an SSH tunnel to the server)."))
-        return self.setBackend(Backend.remote(url, token, device=device))
+        return start_shared_backend_from_settings({"mode": "remote", "url": url, "token": token, "device": device},
+                                                  ask=ask)
 
     def stopBackend(self):
         self.setBackend(None)
 
     def backendStatusText(self):
+        from NNMambaSlicerLib.backend import starting_backend
+
         backend = self.backend()
         if backend is None:
+            starting = starting_backend()
+            if starting is not None:
+                return _("Starting {what}...").format(what=starting.description)
             return _("No backend running. Press Start (or Apply, which starts it).")
         if not backend.is_alive():
             return _("The {kind} backend at {url} does not answer. Stop it and start or connect again.").format(
@@ -592,9 +565,21 @@ class NNMambaSlicerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def installDependencies(ask=True):
+        """Everything a local backend needs (torch through the PyTorch extension, then requirements.txt)."""
         from NNMambaSlicerLib.install import ensure_dependencies
 
         return ensure_dependencies(ask=ask)
+
+    @staticmethod
+    def dependencyHint():
+        """One line under the model table: what to install for a local backend, or "" when nothing is missing."""
+        from NNMambaSlicerLib.install import missing_for_local_backend
+
+        missing = missing_for_local_backend()
+        if not missing:
+            return ""
+        return _("For a local backend, install: {packages} (Environment > Install dependencies). A remote backend "
+                 "needs none of them.").format(packages=", ".join(missing))
 
     # -- models --------------------------------------------------------------------------------------------------
     @staticmethod
@@ -623,6 +608,13 @@ class NNMambaSlicerLogic(ScriptedLoadableModuleLogic):
 
         return import_model(path, preset=preset, models_dir=self.modelsDir(), overwrite=overwrite, trust=trust)
 
+    @staticmethod
+    def importQuestion(error):
+        """'trust' or 'overwrite' when importing again with the user's yes would go on; None for a plain error."""
+        from NNMambaSlicerLib.models import import_question
+
+        return import_question(error)
+
     def classificationModels(self, backend=None):
         """``[(id, label)]``: the backend's classification models, or the installed ones while none runs."""
         from nnmamba.client import BackendError
@@ -640,32 +632,25 @@ class NNMambaSlicerLogic(ScriptedLoadableModuleLogic):
     # -- classification ------------------------------------------------------------------------------------------
     @staticmethod
     def firstScalarVolume():
-        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-            if not node.IsA("vtkMRMLLabelMapVolumeNode"):
-                return node
-        return None
+        from NNMambaSlicerLib.volumes import first_scalar_volume
 
-    def startClassification(self, volumeNode, modelId, backend=None):
-        """Upload (once) and queue the classification; returns the Job to poll."""
+        return first_scalar_volume(slicer.mrmlScene)
+
+    @staticmethod
+    def classificationRun(volumeNode, modelId, backend=None):
+        """A ClassificationRun (reads the volume now; ``run_to_end`` or ``wait`` does the network part)."""
         from NNMambaSlicerLib.backend import require_shared_backend
+        from NNMambaSlicerLib.classification_nodes import ClassificationRun
 
         if volumeNode is None or not modelId:
             raise ValueError(_("Select an input volume and a classification model."))
-        backend = backend or require_shared_backend()
-        return backend.start_job([volumeNode], CLASSIFICATION, modelId)
-
-    @staticmethod
-    def applyClassificationResult(volumeNode, job):
-        """The table (filled, under the volume) and the volume's decision attributes from a finished job."""
-        from NNMambaSlicerLib.classification_nodes import update_classification_nodes
-
-        return update_classification_nodes(slicer.mrmlScene, volumeNode, job.result_json(), model_id=job.model)
+        return ClassificationRun(backend or require_shared_backend(), volumeNode, modelId)
 
     def classify(self, volumeNode, modelId, backend=None, timeout=600):
         """Classify and wait (scripts, tests): returns the probability table."""
-        job = self.startClassification(volumeNode, modelId, backend)
-        job.wait(timeout=timeout)
-        return self.applyClassificationResult(volumeNode, job)
+        run = self.classificationRun(volumeNode, modelId, backend)
+        run.wait(timeout=timeout, process_events=slicer.app.processEvents)
+        return run.finish()
 
     @staticmethod
     def tableOf(volumeNode):
@@ -702,7 +687,9 @@ class NNMambaSlicerLogic(ScriptedLoadableModuleLogic):
 
 
 class NNMambaSlicerTest(ScriptedLoadableModuleTest):
-    """Classify the demo brain volume with the demo model on the CPU, through a real local backend."""
+    """Classify the demo brain volume with the demo model on the CPU, through a private local backend (the user's
+    shared backend, if any, is left alone). In testing mode the dependencies are installed without asking; where
+    that is impossible the test says so in one line and skips."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -713,20 +700,18 @@ class NNMambaSlicerTest(ScriptedLoadableModuleTest):
 
     def test_ClassifyDemoVolume(self):
         import SampleData
+        from NNMambaSlicerLib.self_test import private_backend
 
         self.delayDisplay("Loading the demo volume")
         registerSampleData()
         volume = SampleData.downloadSample("NNMambaDemoBrainAtrophy")
         self.assertIsNotNone(volume)
 
-        self.delayDisplay("Starting a local backend on the CPU")
+        self.delayDisplay("Starting a private local backend on the CPU")
         logic = NNMambaSlicerLogic()
-        logic.startLocalBackend(device="cpu")
-        try:
-            self.assertIn("demo-brain-atrophy", [model_id for model_id, _label in logic.classificationModels()])
-            table = logic.classify(volume, "demo-brain-atrophy", timeout=300)
-        finally:
-            logic.stopBackend()
+        with private_backend(self) as backend:
+            self.assertIn("demo-brain-atrophy", [model_id for model_id, _label in logic.classificationModels(backend)])
+            table = logic.classify(volume, "demo-brain-atrophy", backend=backend, timeout=300)
 
         self.assertEqual(table.GetNumberOfRows(), 2)
         probabilities = [float(table.GetCellText(row, 1)) for row in range(table.GetNumberOfRows())]

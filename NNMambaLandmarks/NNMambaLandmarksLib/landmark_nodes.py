@@ -107,6 +107,17 @@ def find_landmark_nodes(points_node):
     return LandmarkNodes(points_node, lines, points_node.GetNodeReference(TABLE_ROLE))
 
 
+def replaces_other_points(points_node):
+    """How many points a landmark run into ``points_node`` would wipe that are not ours: 0 for no list, an empty
+    list, or one a landmark run made (its points carry the model's attribute); else the user's own points (or the
+    NNMamba click list) that deserve a question first."""
+    if points_node is None or points_node.GetNumberOfControlPoints() == 0:
+        return 0
+    if points_node.GetAttribute(MODEL_ATTRIBUTE) or points_node.GetNumberOfNodeReferences(LINE_ROLE):
+        return 0
+    return points_node.GetNumberOfControlPoints()
+
+
 def follow_points(nodes):
     """Put each line's ends on its landmarks (world positions, so differing transforms do not matter), then refresh
     the table. Lines whose landmark is gone (the user renamed a point) keep their last position."""

@@ -11,8 +11,9 @@ would erase other parts of the structure and the user's own edits; replacing the
 parts of other components that fall into the box.)
 
 Undo keeps, per click, the segment's previous voxels in that box only (a few KB, not a volume copy), in a bounded
-stack. The network call can run in a thread (:meth:`ClickSession.start_click`); every MRML change happens on the
-caller's thread in :meth:`PendingClick.finish`, as Slicer requires.
+stack. The network calls (the upload, when the server lacks the volume, and the click) can run in a thread
+(:meth:`ClickSession.start_click`); every scene read and MRML change happens on the caller's thread, in
+:meth:`ClickSession.prepare` and :meth:`PendingClick.finish`, as Slicer requires.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
+
+from NNMambaSlicerLib.backend import UploadExpired
 
 from .labelmaps import read_box, volume_ijk_to_ras, volume_shape, write_box
 from .segments import add_structure_segment, find_segment, prepare_segmentation_node
@@ -57,15 +60,19 @@ class _UndoStep:
     previous: object                   # uint8 KJI voxels of the segment in the box before the click
 
 
+# A first click prepares the whole volume and may run many windows on a CPU: minutes, not the usual 60 s.
+CLICK_TIMEOUT = 1800.0
+
+
 @dataclass
 class ClickRequest:
-    """A checked click, ready to be sent: the point in LPS on the volume grid and the server session."""
+    """A checked click, ready to be sent: the point as clicked (world RAS), in LPS on the volume grid, and the
+    volumes' upload."""
 
-    ras: tuple
+    world: tuple
     lps: list
     positive: bool
-    session: str
-
+    upload: object                     # NNMambaSlicerLib.backend.Upload
 
 class ClickSession:
     """Clicks on ``volume_nodes`` (the model's input channels, first = the grid) with ``model`` through
@@ -101,7 +108,12 @@ class ClickSession:
         """Answer and apply a click now (scripts, tests): :meth:`prepare`, :meth:`ask`, :meth:`apply`."""
         started = time.perf_counter()
         request = self.prepare(ras_point, positive)
-        return self.apply(request, self.ask(request), started)
+        try:
+            answer = self.ask(request)
+        except UploadExpired:
+            request = self.prepare(ras_point, positive, snapshot=True)
+            answer = self.ask(request)
+        return self.apply(request, answer, started)
 
     def start_click(self, ras_point, positive=True):
         """Check the point now (errors raise here), ask the server in a thread; poll the returned
@@ -109,8 +121,9 @@ class ClickSession:
         started = time.perf_counter()
         return PendingClick(self, self.prepare(ras_point, positive), started)
 
-    def prepare(self, ras_point, positive=True):
-        """Check a world RAS point against the volume and upload the volume if the server lacks it."""
+    def prepare(self, ras_point, positive=True, snapshot=False):
+        """Check a world RAS point against the volume, and note what to upload (a copy of the voxels only when the
+        server does not have them yet, or ``snapshot``). Reads the scene: call it on the GUI thread."""
         import numpy as np
 
         from nnmamba.geometry import ras_to_lps
@@ -122,12 +135,15 @@ class ClickSession:
             r, a, s = ras
             raise ClickError(f"The point ({r:.1f}, {a:.1f}, {s:.1f}) mm (RAS) lies outside volume "
                              f"{self.volume_node.GetName()!r}; click inside the image.")
-        session = self.backend.session_for(self.volume_nodes)
-        return ClickRequest(tuple(float(v) for v in ras), ras_to_lps(ras).tolist(), bool(positive), session)
+        upload = self.backend.upload_for(self.volume_nodes, snapshot=snapshot)
+        world = tuple(float(v) for v in ras_point)
+        return ClickRequest(world, ras_to_lps(ras).tolist(), bool(positive), upload)
 
     def ask(self, request):
         """The server's answer for a prepared click (network only: safe in a worker thread)."""
-        return self.backend.client.click(request.session, self.model, [request.lps], coordinates="LPS")
+        session = request.upload.session()
+        return self.backend.client.click(session, self.model, [request.lps], coordinates="LPS",
+                                         timeout=CLICK_TIMEOUT)
 
     def apply(self, request, answer, started=None):
         """Write a server answer into the segment of its structure; returns a :class:`ClickOutcome`."""
@@ -221,13 +237,18 @@ class ClickSession:
 
 
 class PendingClick:
-    """A click whose server call runs in a thread. Poll ``done`` (e.g. from a QTimer); then ``finish()`` on the GUI
-    thread writes the answer and returns the :class:`ClickOutcome`, or raises what the server call raised."""
+    """A click whose server calls run in a thread. Poll ``done`` from the GUI thread (e.g. a QTimer); then
+    ``finish()`` there writes the answer and returns the :class:`ClickOutcome`, or raises what the server call
+    raised. When the server forgot the volume meanwhile, ``done`` copies it from the scene and asks again."""
 
     def __init__(self, session, request, started):
         self.session = session
         self.request = request
         self.started = started
+        self._retried = False
+        self._start()
+
+    def _start(self):
         self._answer = None
         self._error = None
         self._thread = threading.Thread(target=self._run, name="nnmamba-click", daemon=True)
@@ -241,7 +262,14 @@ class PendingClick:
 
     @property
     def done(self):
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        if isinstance(self._error, UploadExpired) and not self._retried:
+            self._retried = True
+            self.request = self.session.prepare(self.request.world, self.request.positive, snapshot=True)
+            self._start()
+            return False
+        return True
 
     def finish(self, timeout=None):
         self._thread.join(timeout)

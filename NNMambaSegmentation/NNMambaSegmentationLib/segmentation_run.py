@@ -1,5 +1,5 @@
-"""One segmentation run, from Apply to segments, without Qt: the widget polls it from a QTimer, scripts and
-self-tests call :meth:`SegmentationRun.wait`. The backend (NNMambaSlicerLib.backend) does the upload and the job.
+"""One segmentation run, from Apply to segments, without Qt: the widget runs it through NNMambaSlicerLib's
+JobPanel (network in a worker thread), scripts and self-tests call :meth:`SegmentationRun.wait`.
 
 Between "the job is done" and "the segments are written" the widget asks the user about edited segments:
 :meth:`SegmentationRun.edited` says which segments a write would replace, :meth:`SegmentationRun.finish` writes.
@@ -27,16 +27,6 @@ def segmentation_models(backend):
              list(m.get("inputs") or ["image"])) for m in backend.models(task=TASK)]
 
 
-def describe_status(status):
-    """One line for the status label, e.g. "running: tile 3 of 12"."""
-    if status is None:
-        return ""
-    message = status.message or ""
-    if not message:
-        return status.state
-    return message if message.startswith(status.state) else f"{status.state}: {message}"
-
-
 def new_segmentation_node(volume_node):
     """A segmentation node named after the volume, next to it in the subject hierarchy."""
     import slicer
@@ -55,46 +45,39 @@ def new_segmentation_node(volume_node):
 
 
 class SegmentationRun(JobRun):
-    """Submit a segmentation job for ``volume_nodes`` (the model's channels, in order) with ``model`` at once;
-    poll it; put its label map into a segmentation node. ``options`` go to the server's job (overlap, mirroring,
-    device)."""
+    """A segmentation job for ``volume_nodes`` (the model's channels, in order) with ``model``; :meth:`fetch`
+    downloads and reads the .seg.nrrd (any thread), :meth:`finish` puts it into a segmentation node (GUI thread).
+    ``options`` go to the server's job (overlap, mirroring, device)."""
 
+    task = TASK
     error_class = SegmentationRunError
     what = "Segmentation"
 
     def __init__(self, backend, volume_nodes, model, **options):
-        nodes = [volume_nodes] if hasattr(volume_nodes, "GetID") else list(volume_nodes or [])
-        if not nodes or any(node is None for node in nodes):
-            raise ValueError("Select the input volume(s) first.")
-        if not model:
-            raise ValueError("Select a segmentation model first (press Refresh if the list is empty).")
-        self.volume_nodes = nodes
-        super().__init__(backend.start_job(nodes, TASK, model, **options))
-        self._result = None
+        super().__init__(backend, volume_nodes, model, what_model="segmentation model", **options)
 
-    @property
-    def volume_node(self):
-        return self.volume_nodes[0]
-
-    def result(self):
-        """The finished job's :class:`nnmamba.formats.SegmentationFile` (downloaded once). Raises
-        SegmentationRunError when the job failed or was cancelled."""
+    def fetch(self):
         from nnmamba.formats import read_segmentation
 
-        if self._result is None:
-            self.finished_status()
-            with tempfile.TemporaryDirectory(prefix="nnmamba-") as folder:
-                self._result = read_segmentation(self.job.result_file(folder))
-        return self._result
+        with tempfile.TemporaryDirectory(prefix="nnmamba-") as folder:
+            self.result = read_segmentation(self.job.result_file(folder))
+
+    def segmentation_file(self):
+        """The finished job's :class:`nnmamba.formats.SegmentationFile`. Raises SegmentationRunError when the job
+        failed or was cancelled."""
+        self.finished_status()
+        if self.result is None:
+            self.fetch()
+        return self.result
 
     def edited(self, segmentation_node):
         """Names of the result's structures whose segment in ``segmentation_node`` the user edited."""
-        return edited_segments(segmentation_node, [segment["name"] for segment in self.result().segments])
+        return edited_segments(segmentation_node, [segment["name"] for segment in self.segmentation_file().segments])
 
     def finish(self, segmentation_node=None, overwrite_edited=False, show_3d=False):
         """Write the result into ``segmentation_node`` (a new one when None); edited segments are kept unless
         ``overwrite_edited``. Returns (node, :class:`segments.WriteReport`)."""
-        result = self.result()
+        result = self.segmentation_file()
         node = segmentation_node or new_segmentation_node(self.volume_node)
         report = put_segmentation_file(node, self.volume_node, result, overwrite_edited=overwrite_edited,
                                        show_3d=show_3d)

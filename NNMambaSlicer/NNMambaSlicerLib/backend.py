@@ -1,9 +1,12 @@
 """The connection to an nnmamba server, shared by the three NNMamba modules, and the jobs it runs.
 
-Everything here is GUI-free: the widgets poll :meth:`Job.poll` from a ``qt.QTimer`` so that Slicer never waits on
-the network or on a network pass. Volumes are uploaded once per (node, modification time): running a second task
-on the same unchanged volume sends nothing again. One :class:`Backend` serves the whole application
-(:func:`shared_backend`), so the three modules share the loaded models and one private local server.
+Everything here is GUI-free. Slicer's GUI thread only reads the scene (an :class:`Upload` snapshot of the voxels,
+the scene nodes a result goes into); every network call (connect, upload, submit, poll, download, click) can run in
+a worker thread that the widgets poll from a ``qt.QTimer`` (see :mod:`.job_panel`), so Slicer never waits on the
+network or on a network pass. Volumes are uploaded once per (node, voxels, placement): running a second task on the
+same unchanged volume sends nothing again. One :class:`Backend` serves the whole application
+(:func:`shared_backend`), so the three modules share the loaded models and one private local server, and one
+:class:`BackendStarter` at a time starts it (:func:`start_backend`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from typing import NamedTuple, Optional
 FINAL_STATES = ("done", "failed", "cancelled")
 _RESULT_SUFFIXES = {"segmentation": ".seg.nrrd", "landmarks": ".mrk.json", "classification": ".json"}
 _SAME_GRID_TOLERANCE = 1e-4   # mm (origin) and relative (spacing, direction) between channels of one input
+LONG_REQUEST_TIMEOUT = 1800.0  # s: uploads and clicks (a first click on a CPU runs many windows)
+QUICK_REQUEST_TIMEOUT = 10.0   # s: what the GUI thread asks (health, model lists): a hung server costs seconds
 _shared = None
+_starter = None
+_state_lock = threading.RLock()
 
 
 class BackendNotConnected(ValueError):
@@ -143,17 +150,17 @@ class Backend:
         if self.server is not None and (self.server.process is None or self.server.process.poll() is not None):
             return False
         try:
-            return self.client.health().get("status") == "ok"
+            return self.client.health(timeout=QUICK_REQUEST_TIMEOUT).get("status") == "ok"
         except (BackendError, AttributeError):
             return False
 
     def environment(self):
         """The server's GET /environment answer (versions, device, GPU, scan back end, memory, queue)."""
-        return self.client.environment()
+        return self.client.environment(timeout=QUICK_REQUEST_TIMEOUT)
 
     def models(self, task=None):
         """The server's installed models (id, name, version, task, inputs, where), optionally of one task."""
-        models = self.client.models() or []
+        models = self.client.models(timeout=QUICK_REQUEST_TIMEOUT) or []
         return [m for m in models if task is None or m.get("task") == task]
 
     def stop(self):
@@ -188,31 +195,32 @@ class Backend:
             key.append((node.GetID(), image.GetMTime() if image is not None else 0, placement))
         return tuple(key)
 
-    def session_for(self, volume_nodes):
-        """The server session holding these volumes (channels in order), uploading them only when they are new,
-        were modified since, or the server forgot them (sessions expire when unused)."""
-        from nnmamba.client import BackendRequestError
-
+    def upload_for(self, volume_nodes, snapshot=True):
+        """An :class:`Upload` of these volumes (channels in order), read from the scene now (GUI thread); its
+        :meth:`Upload.session` does the network part anywhere. Without ``snapshot`` a volume the server already
+        has is not copied (clicks): if the server forgot it meanwhile, that raises UploadExpired."""
         volume_nodes = _as_node_list(volume_nodes)
         key = self.upload_key(volume_nodes)
         with self._lock:
-            session = self._sessions.get(key)
-        if session is not None:
-            try:
-                self.client.session(session)
-                return session
-            except BackendRequestError as error:
-                if error.status != 404:
-                    raise
+            known = self._sessions.get(key)
+        if known is not None and not snapshot:
+            return Upload(self, key, known)
         array, geometry = stacked_input(volume_nodes)
-        session = self.client.upload_volume(array, geometry, name=volume_nodes[0].GetName())
+        return Upload(self, key, known, array, geometry, volume_nodes[0].GetName())
+
+    def session_for(self, volume_nodes):
+        """The server session holding these volumes, uploading them only when they are new, were modified since,
+        or the server forgot them (sessions expire when unused). Reads the scene: call it on the GUI thread."""
+        return self.upload_for(volume_nodes).session()
+
+    def _remember(self, key, session):
         with self._lock:
             stale = [k for k in self._sessions if _same_nodes(k, key)]
             old = [self._sessions.pop(k) for k in stale]
             self._sessions[key] = session
         for old_session in old:
-            self._delete_quietly(old_session)
-        return session
+            if old_session != session:
+                self._delete_quietly(old_session)
 
     def _delete_quietly(self, session):
         from nnmamba.client import BackendError
@@ -224,11 +232,50 @@ class Backend:
 
     def start_job(self, volume_nodes, task, model, **options):
         """Upload (if needed) and queue ``task`` with ``model``; returns at once with a :class:`Job` to poll."""
+        return self.submit(self.session_for(volume_nodes), task, model, **options)
+
+    def submit(self, session, task, model, **options):
+        """Queue ``task`` on an uploaded session (network only: any thread)."""
         if self.server is None and self.device not in (None, "", "auto"):
             options.setdefault("device", self.device)
-        session = self.session_for(volume_nodes)
         job_id = self.client.submit(session, task, model, **options)
         return Job(self.client, job_id, task, model, session)
+
+
+class UploadExpired(RuntimeError):
+    """The server forgot a volume that was not snapshot: read it from the scene again and retry."""
+
+
+class Upload:
+    """The voxels and geometry of one upload, copied from the scene on the GUI thread, so that the network part
+    (:meth:`session`) can run in a worker thread while the user goes on editing."""
+
+    def __init__(self, backend, key, known=None, array=None, geometry=None, name=None):
+        self.backend = backend
+        self.key = key
+        self.known = known      # the session the server had for these voxels, if any
+        self.array = array
+        self.geometry = geometry
+        self.name = name
+
+    def session(self):
+        """The session id: the known one while the server still has it, else a new upload."""
+        from nnmamba.client import BackendRequestError
+
+        client = self.backend.client
+        if self.known is not None:
+            try:
+                client.session(self.known)
+                return self.known
+            except BackendRequestError as error:
+                if error.status != 404:
+                    raise
+        if self.array is None:
+            raise UploadExpired("The server no longer has the volume; it must be uploaded again.")
+        session = client.upload_volume(self.array, self.geometry, name=self.name, timeout=LONG_REQUEST_TIMEOUT)
+        self.backend._remember(self.key, session)
+        self.array = None   # the server has it now: free the copy
+        return session
 
 
 class Job:
@@ -294,20 +341,43 @@ class Job:
 
 
 class JobRun:
-    """A job as a module sees it: polled from the widget's QTimer (one short request each), cancelled, or waited
-    for by scripts and self-tests; :meth:`finished_status` refuses to go on when it failed or was cancelled.
-    Subclasses turn the result into scene nodes and name their error class and what they do in ``what``."""
+    """One task on some volumes, from Apply to scene nodes, in three steps that say where they may run:
+    construction reads the scene (GUI thread: the checks and the :class:`Upload` copy), :meth:`run_to_end` talks to
+    the server (any thread: upload, submit, poll, cancel, :meth:`fetch` the result), :meth:`finish` writes the
+    scene (GUI thread; in subclasses). Scripts and self-tests call :meth:`wait`, which does the first two here.
+    Subclasses set ``task``, ``error_class`` and ``what`` and implement :meth:`fetch` and ``finish``."""
 
+    task = None
     error_class = RuntimeError
     what = "The job"
 
-    def __init__(self, job):
-        self.job = job
+    def __init__(self, backend, volume_nodes, model, what_model="model", **options):
+        if not model:
+            raise ValueError(f"Select a {what_model} first (press Refresh if the list is empty).")
+        self.volume_nodes = _as_node_list(volume_nodes)
+        self.backend = backend
+        self.model = model
+        self.options = options
+        self.upload = backend.upload_for(self.volume_nodes)
+        self.job = None
         self.status = None
+        self.result = None
         self.started = time.monotonic()
 
+    @property
+    def volume_node(self):
+        return self.volume_nodes[0]
+
+    # -- network: any thread --------------------------------------------------------------------------------
+    def submit(self):
+        """Upload (if the server lacks the volumes) and queue the job."""
+        if self.job is None:
+            session = self.upload.session()
+            self.job = self.backend.submit(session, self.task, self.model, **self.options)
+        return self.job
+
     def poll(self):
-        self.status = self.job.poll()
+        self.status = self.submit().poll()
         return self.status
 
     @property
@@ -315,7 +385,29 @@ class JobRun:
         return self.status is not None and self.status.done
 
     def cancel(self):
-        self.job.cancel()
+        if self.job is not None:
+            self.job.cancel()
+
+    def fetch(self):
+        """Download the finished job's result into ``self.result`` (subclasses; network only)."""
+        raise NotImplementedError
+
+    def run_to_end(self, cancelled=lambda: False, interval=0.2, timeout=None):
+        """Submit, poll until the job ends (cancelling it on the server once ``cancelled()`` turns true or after
+        ``timeout`` s), and fetch the result of a job that succeeded. Returns the final status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        asked = False
+        while not self.poll().done:
+            late = deadline is not None and time.monotonic() > deadline
+            if (cancelled() or late) and not asked:
+                self.cancel()
+                asked = True
+                if late:
+                    raise self.error_class(f"{self.what} did not finish within {timeout:.0f} s; it was cancelled.")
+            time.sleep(interval)
+        if self.status.succeeded:
+            self.fetch()
+        return self.status
 
     def finished_status(self):
         """The final status of a job that ended well; ``error_class`` when it is running, failed or cancelled."""
@@ -328,8 +420,9 @@ class JobRun:
         return status
 
     def wait(self, timeout=600.0, interval=0.2, process_events=None):
-        """Poll until the job ends; ``process_events`` (e.g. slicer.app.processEvents) runs between polls so the
-        application stays responsive. A job still running at ``timeout`` is cancelled. Returns the final status."""
+        """Poll until the job ends and fetch its result (scripts, self-tests); ``process_events`` (e.g.
+        slicer.app.processEvents) runs between polls so the application stays responsive. A job still running at
+        ``timeout`` is cancelled. Returns the final status."""
         deadline = time.monotonic() + timeout
         while not self.poll().done:
             if time.monotonic() > deadline:
@@ -338,6 +431,8 @@ class JobRun:
             if process_events is not None:
                 process_events()
             time.sleep(interval)
+        if self.status.succeeded and self.result is None:
+            self.fetch()
         return self.status
 
 
@@ -412,9 +507,11 @@ def shared_backend():
 
 
 def set_shared_backend(backend):
-    """Make ``backend`` (or None) the shared one; a previous, different backend is stopped."""
+    """Make ``backend`` (or None) the shared one; a previous, different backend is stopped (never blocks long:
+    LocalServer.stop is bounded)."""
     global _shared
-    previous, _shared = _shared, backend
+    with _state_lock:
+        previous, _shared = _shared, backend
     if previous is not None and previous is not backend:
         previous.stop()
     return backend
@@ -429,12 +526,15 @@ def require_shared_backend():
 
 
 class BackendStarter:
-    """Starts a local backend in a thread, so that the GUI stays responsive during the server's start-up (importing
-    torch alone can take many seconds). Poll :attr:`finished` (from a QTimer); then :meth:`result` returns the
-    Backend or raises what stopped it. With ``share=True`` the result becomes the shared backend."""
+    """Makes a backend in a thread (starting a local server: importing torch alone takes seconds; connecting to a
+    remote one: up to the connect timeout), so that the GUI stays responsive. Poll :attr:`finished` from a QTimer;
+    :meth:`result` returns the Backend or raises what stopped it. With ``share`` the new backend becomes the shared
+    one as soon as it is up, from the thread itself: whoever asked may have gone away (module cleanup, Reload),
+    and the server then still has an owner."""
 
-    def __init__(self, share=False, **local_options):
-        self._options = local_options
+    def __init__(self, factory, share=True, description="the NNMamba backend"):
+        self.description = description
+        self._factory = factory
         self._share = share
         self._backend = None
         self._error = None
@@ -443,7 +543,10 @@ class BackendStarter:
 
     def _run(self):
         try:
-            self._backend = Backend.local(**self._options)
+            backend = self._factory()
+            if self._share:
+                set_shared_backend(backend)
+            self._backend = backend
         except BaseException as error:   # handed to the GUI thread by result()
             self._error = error
 
@@ -454,9 +557,34 @@ class BackendStarter:
     def result(self, timeout=None):
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise TimeoutError("The local NNMamba server is still starting.")
+            raise TimeoutError(f"{self.description[:1].upper()}{self.description[1:]} is still starting.")
         if self._error is not None:
             raise self._error
-        if self._share and shared_backend() is not self._backend:
-            set_shared_backend(self._backend)
         return self._backend
+
+
+def starting_backend():
+    """The BackendStarter still at work, or None."""
+    with _state_lock:
+        return _starter if _starter is not None and not _starter.finished else None
+
+
+def start_backend(factory, description="the NNMamba backend"):
+    """Start making the shared backend in the background, unless a start is under way already: then that one is
+    returned (two modules asking at once get one server, not two)."""
+    global _starter
+    with _state_lock:
+        if _starter is None or _starter.finished:
+            _starter = BackendStarter(factory, share=True, description=description)
+        return _starter
+
+
+def start_local_backend(device="auto", models_dir=None, **options):
+    """:func:`start_backend` of a private local server."""
+    return start_backend(lambda: Backend.local(device=device, models_dir=models_dir, **options),
+                         f"the local NNMamba backend ({device})")
+
+
+def connect_remote_backend(url, token, device="auto"):
+    """:func:`start_backend` of a connection to a remote server (the token is checked in the thread)."""
+    return start_backend(lambda: Backend.remote(url, token, device=device), f"the connection to {url}")

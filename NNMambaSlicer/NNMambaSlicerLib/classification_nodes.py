@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from .backend import JobRun
+
 ATTRIBUTE_CLASS = "NNMamba.Classification"
 ATTRIBUTE_MODEL = "NNMamba.ClassificationModel"
 ATTRIBUTE_PROBABILITY = "NNMamba.ClassificationProbability"
@@ -130,3 +132,24 @@ def read_decision(volume_node):
         return None
     probability = volume_node.GetAttribute(ATTRIBUTE_PROBABILITY)
     return decision, volume_node.GetAttribute(ATTRIBUTE_MODEL), float(probability) if probability else None
+
+
+
+class ClassificationRun(JobRun):
+    """Classify one volume: the job in the background, then :meth:`finish` fills its table and decision attributes
+    (GUI thread)."""
+
+    task = "classification"
+    error_class = ClassificationResultError
+    what = "Classification"
+
+    def __init__(self, backend, volume_node, model, **options):
+        super().__init__(backend, [volume_node], model, what_model="classification model", **options)
+
+    def fetch(self):
+        self.result = self.job.result_json()
+
+    def finish(self):
+        self.finished_status()
+        return update_classification_nodes(self.volume_node.GetScene(), self.volume_node, self.result,
+                                           model_id=self.model)

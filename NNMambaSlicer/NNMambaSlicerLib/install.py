@@ -1,8 +1,12 @@
-"""Python dependencies of NNMamba inside Slicer, installed only when the user agrees.
+"""Python dependencies of NNMamba inside Slicer, installed only when the user agrees (or, in testing mode, without
+asking, as Slicer's own extension tests do).
 
-torch comes only from the PyTorch extension (it picks the CUDA build that fits the NVIDIA driver); the other packages
-come from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (Slicer 5.12+) or
-``slicer.util.pip_install`` after our own confirmation. Slicer's numpy, SimpleITK and requests are pinned to their
+Two sets, because a fresh Slicer has neither: the *client* set (``Resources/requirements-client.txt``: what Slicer's
+own process needs to read results and list models; installed on Connect and Start, never torch) and the *local
+backend* set (``Resources/requirements.txt``: the client set plus the server and numba; installed only when a local
+backend starts). torch comes only from the PyTorch extension (it picks the CUDA build that fits the NVIDIA driver);
+the other packages go through ``slicer.packaging.pip_ensure`` (Slicer 5.12+) or ``slicer.util.pip_install`` after
+our own confirmation. Slicer's numpy, SimpleITK and requests are pinned to their
 installed versions while pip runs, so an install can fail but never replaces them (the top complaint about AI
 extensions: an install that breaks Slicer's own modules).
 """
@@ -16,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 REQUESTER = "NNMamba"
-REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
+REQUIREMENTS_FILE = RESOURCES / "requirements.txt"                # the local backend set
+CLIENT_REQUIREMENTS_FILE = RESOURCES / "requirements-client.txt"  # what Slicer's process itself needs
 PROTECTED = ("numpy", "SimpleITK", "requests", "torch", "torchvision", "pydicom", "vtk")   # never ours to install
 IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL", "scikit-image": "skimage", "scikit-learn": "sklearn"}
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -45,12 +51,15 @@ def import_name(requirement):
 
 
 def load_requirements(path=REQUIREMENTS_FILE):
-    """The requirement lines of a requirements file (comments and blank lines dropped). A protected package
-    in the file is an error: NNMamba must never install Slicer's own packages."""
+    """The requirement lines of a requirements file (comments and blank lines dropped, ``-r other.txt`` followed).
+    A protected package in the file is an error: NNMamba must never install Slicer's own packages."""
+    path = Path(path)
     lines = []
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+    for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.split("#", 1)[0].strip()
-        if line:
+        if line.startswith("-r "):
+            lines += [item for item in load_requirements(path.parent / line[3:].strip()) if item not in lines]
+        elif line:
             lines.append(line)
     protected = {canonical_name(p) for p in PROTECTED}
     clashes = [line for line in lines if canonical_name(requirement_name(line)) in protected]
@@ -124,17 +133,22 @@ def _pytorch_utils_logic():
 
 
 def torch_installed():
-    """True when torch imports (checked through the PyTorch extension when it is installed)."""
-    logic = _pytorch_utils_logic()
-    if logic is not None:
-        return bool(logic.torchInstalled())
-    return importlib.util.find_spec("torch") is not None
+    """True when torch can be imported. Only looked up, not imported: importing torch into Slicer's process takes
+    seconds on the GUI thread (PyTorchUtilsLogic.torchInstalled() imports it) and the local backend runs it anyway."""
+    return _findable("torch")
+
+
+def _findable(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def install_torch(ask=True):
     """Install torch through the PyTorch extension, which asks the user first; returns the torch module."""
     logic = _pytorch_utils_logic()
-    if logic is None and importlib.util.find_spec("torch") is not None:
+    if logic is None and torch_installed():
         import torch
 
         return torch
@@ -157,15 +171,13 @@ def install_torch(ask=True):
 def install_requirements(requirements=None, ask=True):
     """Install the missing requirements with the user's consent; returns what was missing (empty: nothing to do).
     Raises DependencyError when the user declines."""
-    import slicer
-
     requirements = load_requirements() if requirements is None else list(requirements)
     missing = missing_requirements(requirements)
     if not missing:
         return []
     constraints = _constraints_file()
     try:
-        slicer_packaging = getattr(slicer, "packaging", None)
+        slicer_packaging = _slicer_packaging()
         if slicer_packaging is not None and hasattr(slicer_packaging, "pip_ensure"):
             _pip_ensure(slicer_packaging, missing, constraints, ask)
         else:
@@ -174,10 +186,28 @@ def install_requirements(requirements=None, ask=True):
         constraints.unlink(missing_ok=True)
     importlib.invalidate_caches()
     still = missing_requirements(missing)
-    if still and not getattr(getattr(slicer, "app", None), "testingEnabled", lambda: False)():
+    if still:
         raise DependencyError(f"These packages are still missing after the install: {', '.join(still)}. The "
                               "Python console shows pip's messages; restart Slicer and try again.")
     return missing
+
+
+def _slicer_packaging():
+    """``slicer.packaging`` (Slicer 5.12+), or None. It must be imported: ``import slicer`` does not load it."""
+    try:
+        return importlib.import_module("slicer.packaging")
+    except ImportError:
+        return None
+
+
+def testing():
+    """True while Slicer runs its tests (``--testing``): installs then go ahead without asking."""
+    try:
+        import slicer
+    except ImportError:
+        return False
+    app = getattr(slicer, "app", None)
+    return bool(app is not None and hasattr(app, "testingEnabled") and app.testingEnabled())
 
 
 def _pip_ensure(slicer_packaging, missing, constraints, ask):
@@ -217,16 +247,36 @@ def _pip_install_after_asking(missing, constraints, ask):
 
 
 def dependency_status(requirements=None):
-    """``{requirement: installed?}`` plus torch, for the environment report."""
+    """``{requirement: installed?}`` plus torch, for the environment report (lookups only, nothing imported)."""
     requirements = load_requirements() if requirements is None else list(requirements)
     missing = set(missing_requirements(requirements))
-    status = {"torch": importlib.util.find_spec("torch") is not None}
+    status = {"torch": torch_installed()}
     status.update({requirement: requirement not in missing for requirement in requirements})
     return status
 
 
+def missing_for_local_backend():
+    """What a local backend still lacks: torch first, then the packages of requirements.txt (lookups only)."""
+    missing = [] if torch_installed() else ["torch (PyTorch extension)"]
+    return missing + missing_requirements(load_requirements())
+
+
+def check_local_backend():
+    """Raise DependencyError, saying what to press, when a local backend cannot start here."""
+    missing = missing_for_local_backend()
+    if missing:
+        raise DependencyError(f"The local NNMamba backend needs {', '.join(missing)}. Press 'Install dependencies' "
+                              "in the NNMamba module (Environment section), or connect to a remote server.")
+
+
+def ensure_client(ask=True):
+    """The client set (slicerio, jsonschema): what Slicer's process needs with any backend. Never torch."""
+    return install_requirements(load_requirements(CLIENT_REQUIREMENTS_FILE), ask=ask and not testing())
+
+
 def ensure_dependencies(ask=True):
-    """Everything NNMamba needs: torch (PyTorch extension), then the packages of requirements.txt."""
+    """Everything a local backend needs: torch (PyTorch extension), then the packages of requirements.txt."""
+    ask = ask and not testing()
     if not torch_installed():
         install_torch(ask=ask)
     return install_requirements(ask=ask)

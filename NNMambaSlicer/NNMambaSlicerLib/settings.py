@@ -1,5 +1,5 @@
 """Machine preferences of the NNMamba modules (qt.QSettings, keys "NNMamba/..."), and starting the shared backend
-from them, so that the Segmentation and Landmarks modules start or reach the same backend as the hub.
+from them, so that the three modules start or reach the same backend.
 
 qt is imported inside the functions: this package must import without a GUI.
 """
@@ -46,70 +46,24 @@ def write_backend_settings(mode, url, token, remember_token, device):
         settings.remove(PREFIX + "Token")
 
 
-def start_shared_backend_from_settings():
-    """For a module that needs a backend and finds none: connect to the remote server the user chose (returns the
-    Backend), or start the local one in the background (returns a BackendStarter to poll; its result is shared)."""
-    from .backend import Backend, BackendStarter, set_shared_backend
+def start_shared_backend_from_settings(settings=None, ask=True):
+    """For a module that needs a backend and finds none: a BackendStarter (poll it) that connects to the remote
+    server the user chose or starts the local one, and shares the result. A start under way is joined, not doubled.
+    The packages Slicer's own process needs (the client set) are installed first, with consent; a local backend
+    is refused at once, saying what to install, when its packages are missing (nothing is imported to find out)."""
+    from .backend import connect_remote_backend, start_local_backend, starting_backend
+    from .install import check_local_backend, ensure_client
 
-    chosen = read_backend_settings()
+    running = starting_backend()
+    if running is not None:
+        return running
+    chosen = settings or read_backend_settings()
     if chosen["mode"] == "remote":
         if not chosen["url"]:
             raise ValueError("The NNMamba backend is set to a remote server but no URL is given: enter it in the "
                              "NNMamba module's Backend section and press Connect.")
-        return set_shared_backend(Backend.remote(chosen["url"], chosen["token"], device=chosen["device"]))
-    return BackendStarter(share=True, device=chosen["device"], models_dir=chosen["models_dir"])
-
-
-class BackendRequest:
-    """How the Segmentation and Landmarks widgets reach the shared backend before they act: a follow-up runs at once
-    when a backend is connected, or when the hub's settings name a remote server (connected here); otherwise a local
-    server starts in the background and the widget polls :meth:`finished` from its timer, then runs the follow-up
-    that :meth:`take_follow_up` hands back. GUI-free: ``start`` is injectable for tests."""
-
-    def __init__(self, start=None):
-        self._start = start or start_shared_backend_from_settings
-        self._starter = None
-        self._follow_up = None
-
-    @property
-    def starting(self):
-        return self._starter is not None
-
-    def call(self, follow_up):
-        """True when ``follow_up`` ran now; False when it waits for a backend that is starting (a second request
-        while one starts is dropped: the first one's follow-up runs)."""
-        from .backend import shared_backend
-
-        if self._starter is not None:
-            return False
-        if shared_backend() is None:
-            started = self._start()
-            if hasattr(started, "finished"):   # a BackendStarter: the local server is on its way
-                self._starter, self._follow_up = started, follow_up
-                return False
-        follow_up()
-        return True
-
-    def finished(self):
-        """True once the background start is over (the backend is then the shared one); raises what stopped it."""
-        if self._starter is None or not self._starter.finished:
-            return False
-        starter, self._starter = self._starter, None
-        try:
-            starter.result()
-        except BaseException:
-            self._follow_up = None
-            raise
-        return True
-
-    def take_follow_up(self):
-        follow_up, self._follow_up = self._follow_up, None
-        return follow_up
-
-    def drop_follow_up(self):
-        """Cancel pressed while the server starts: it keeps starting (and is shared), but nothing runs after."""
-        self._follow_up = None
-
-    def forget(self):
-        """The widget goes away: stop polling; a server still starting becomes the shared one on its own."""
-        self._starter, self._follow_up = None, None
+        ensure_client(ask=ask)
+        return connect_remote_backend(chosen["url"], chosen["token"], device=chosen["device"])
+    check_local_backend()
+    ensure_client(ask=ask)
+    return start_local_backend(device=chosen["device"], models_dir=chosen.get("models_dir"))

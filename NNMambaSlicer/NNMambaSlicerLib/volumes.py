@@ -81,3 +81,13 @@ def add_volume(scene, array_kji, geometry, name, class_name="vtkMRMLScalarVolume
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def first_scalar_volume(scene):
+    """The first scalar volume of ``scene`` that is not a labelmap: the default input of every NNMamba module (a
+    labelmap is a vtkMRMLScalarVolumeNode too, but the input selectors do not show it)."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return node
+    return None

@@ -142,6 +142,8 @@ def _serve_command(sub):
                        help="most voxels (channels x K x J x I) in one volume (default 600e6)")
     serve.add_argument("--model-memory-gb", type=float, default=8.0, help="memory for loaded models; the least "
                        "recently used are unloaded beyond it (default 8)")
+    serve.add_argument("--parent-pid", type=int, metavar="PID", help="stop when process PID has ended (a program "
+                       "that starts a private server passes its own pid, so a crash of it leaves nothing running)")
     serve.set_defaults(handler=cmd_serve)
 
 

@@ -179,9 +179,9 @@ class Client:
         return json.loads(data) if data and status != 204 else None
 
     # -- server --------------------------------------------------------------------------------------------
-    def health(self):
+    def health(self, timeout=None):
         """``{"status": "ok"}`` when a server answers (no token needed)."""
-        return self._json("GET", "/health", check_version=False)
+        return self._json("GET", "/health", check_version=False, timeout=timeout)
 
     def version(self):
         return self._json("GET", "/version", check_version=False)
@@ -200,18 +200,18 @@ class Client:
         self._server_version = answer
         return answer
 
-    def environment(self):
-        return self._json("GET", "/environment")
+    def environment(self, timeout=None):
+        return self._json("GET", "/environment", timeout=timeout)
 
-    def models(self):
-        return self._json("GET", "/models")
+    def models(self, timeout=None):
+        return self._json("GET", "/models", timeout=timeout)
 
     def model(self, model_id):
         """The package's model.json."""
         return self._json("GET", f"/models/{_quote(model_id)}")
 
     # -- sessions ------------------------------------------------------------------------------------------
-    def upload_volume(self, array, geometry, name=None):
+    def upload_volume(self, array, geometry, name=None, timeout=None):
         """Upload voxels ``(K, J, I)`` or ``(C, K, J, I)`` (as ``slicer.util.arrayFromVolume`` gives them) and
         their geometry; returns the session id. ``geometry``: an :class:`nnmamba.geometry.Geometry` (LPS), a
         4x4 IJK→RAS matrix (Slicer's ``GetIJKToRASMatrix``, as a numpy array or nested lists), or a dict with
@@ -232,7 +232,8 @@ class Client:
         body = memoryview(array).cast("B")
         headers = {"Content-Type": "application/octet-stream", "X-Geometry": header,
                    "Content-Length": str(body.nbytes)}
-        _, _, data = self.request("POST", "/sessions?" + urllib.parse.urlencode(query), body, headers)
+        _, _, data = self.request("POST", "/sessions?" + urllib.parse.urlencode(query), body, headers,
+                                  timeout=timeout)
         return json.loads(data)["id"]
 
     def upload_file(self, path):
@@ -318,14 +319,15 @@ class Client:
         return self._json("GET", f"/jobs/{_quote(job_id)}/result?format=json")
 
     # -- click ---------------------------------------------------------------------------------------------
-    def click(self, session_id, model, positive, negative=(), coordinates="LPS"):
+    def click(self, session_id, model, positive, negative=(), coordinates="LPS", timeout=None):
         """The structure under the points (mm, in ``coordinates`` "LPS" or "RAS"): the server's answer with
-        ``mask`` as a uint8 (K, J, I) numpy array whose voxel (0, 0, 0) is input index ``offset`` (i, j, k)."""
+        ``mask`` as a uint8 (K, J, I) numpy array whose voxel (0, 0, 0) is input index ``offset`` (i, j, k).
+        ``timeout``: seconds for this call (a first click on a CPU can take minutes; default: the client's)."""
         import numpy as np
 
         payload = {"model": model, "positive": _points(positive), "negative": _points(negative),
                    "coordinates": coordinates}
-        answer = self._json("POST", f"/sessions/{_quote(session_id)}/click", payload)
+        answer = self._json("POST", f"/sessions/{_quote(session_id)}/click", payload, timeout=timeout)
         shape = tuple(int(n) for n in answer["shape"])
         packed = np.frombuffer(base64.b64decode(answer["mask"]), dtype=np.uint8)
         answer["mask"] = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape)

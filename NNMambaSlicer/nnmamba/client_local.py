@@ -2,8 +2,13 @@
 
 The child gets its own random token through the environment (never on the command line, where other users could
 read it in the process list) and a free port chosen by the OS; it prints its URL as the first stdout line. Its
-pipes are drained by threads so that a chatty server never blocks on a full pipe, and :meth:`LocalServer.stop`
-always reaps it (terminate, then kill after a grace period), also at interpreter exit.
+pipes are drained by threads so that a chatty server never blocks on a full pipe.
+
+``python`` may be a launcher that runs the real interpreter as its own child and forwards no signal (Slicer's
+PythonSlicer, CTKAppLauncher): the child is started as the root of its own process group, and
+:meth:`LocalServer.stop` stops the whole tree (SIGTERM to the group, SIGKILL after a grace period; Windows:
+``taskkill /T``), also at interpreter exit, in bounded time. ``--parent-pid`` makes the server end by itself when the
+process that started it dies without stopping it (a crash).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import threading
 import time
 
 from .client import TOKEN_ENV, BackendError, Client
+from .process_tree import popen_options, stop_tree
 
 _URL_PATTERN = re.compile(r"https?://[^\s()]+")
 
@@ -45,8 +51,10 @@ class LocalServer:
 
     # -- starting ------------------------------------------------------------------------------------------
     def command(self):
+        """``[python, "-m", "nnmamba", "serve", options...]`` (a subclass may replace the first three items). The
+        pid is this process's own: a launcher's pid would not tell when this process dies."""
         command = [self.python, "-m", "nnmamba", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--device", str(self.device)]
+                   "--device", str(self.device), "--parent-pid", str(os.getpid())]
         if self.models_dir is not None:
             command += ["--models-dir", str(self.models_dir)]
         return command + self.extra_args
@@ -59,7 +67,7 @@ class LocalServer:
         env = dict(os.environ, **{TOKEN_ENV: self.token, "PYTHONUNBUFFERED": "1"})
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env=env, text=True, encoding="utf-8",
-                                        errors="replace", bufsize=1)
+                                        errors="replace", bufsize=1, **popen_options())
         atexit.register(self.stop)
         self._drain(self.process.stdout, self._stdout_lines.put)
         self._drain(self.process.stderr, self._stderr_tail.append)
@@ -72,9 +80,10 @@ class LocalServer:
         return self
 
     def _drain(self, stream, sink):
-        def pump():
-            for line in stream:
-                sink(line.rstrip("\n"))
+        def pump():   # ends at EOF, when every process of the tree has exited; only this thread closes the pipe
+            with stream:
+                for line in stream:
+                    sink(line.rstrip("\n"))
         thread = threading.Thread(target=pump, name="nnmamba-server-pipe", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -130,20 +139,14 @@ class LocalServer:
         return list(self._stderr_tail)
 
     def stop(self):
-        """Terminate the child, kill it if it has not exited after the grace period, and reap it."""
+        """Stop the child and whatever it started (a launcher's real interpreter), kill them after the grace period,
+        and reap the child. Bounded in time: the pipes are left to their threads, which end at EOF (closing a pipe
+        that a thread is reading would wait for that read)."""
         process, self.process = self.process, None
         if process is not None:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(self.stop_grace)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_tree(process, self.stop_grace)
             for thread in self._threads:
-                thread.join(timeout=2)
-            for stream in (process.stdout, process.stderr):
-                stream.close()
+                thread.join(timeout=1)
         self._threads = []
         self.url = None
         atexit.unregister(self.stop)

@@ -101,9 +101,15 @@ def _path_key(error):
 
 
 def schema_problems(instance, schema="model"):
-    """Every schema violation as ``'$.json.path: message'``, sorted by path."""
+    """Every schema violation as ``'$.json.path: message'``, sorted by path. Where jsonschema is not installed (a
+    fresh Slicer lists its models before 'Install dependencies') only the rule checks run; the server, which has
+    jsonschema, checks the schema too before it runs a model."""
+    try:
+        validator = _validator(schema)
+    except ImportError:
+        return []
     problems = []
-    for error in sorted(_validator(schema).iter_errors(instance), key=lambda e: (_path_key(e), e.message)):
+    for error in sorted(validator.iter_errors(instance), key=lambda e: (_path_key(e), e.message)):
         problem = f"{json_path(error.absolute_path)}: {error.message}"
         if problem not in problems:
             problems.append(problem)

@@ -261,7 +261,8 @@ def test_archive_refuses_stale_lists_and_clashing_resources(small_extension, tmp
     update_cmake_lists.update(root=small_extension)
     with pytest.raises(ExtensionLayoutError, match="Resources/requirements.txt"):
         build_extension_archive.build_archive("5.8", out, root=small_extension)
-    assert sorted(p.name for p in out.iterdir()) == ["NNMamba-Slicer-5.8.tar.gz"], "no partial archive left"
+    assert sorted(p.name for p in out.iterdir()) == ["Slicer-5.8-linux-amd64-NNMamba-gitr1-NA.tar.gz"], (
+        "no partial archive left")
 
 
 @pytest.mark.parametrize("version", ["5", "5.8.1", "v5.8", "five", "", "4.11", "5.2"])
@@ -285,10 +286,23 @@ def archive(tmp_path_factory):
     return path, members, contents
 
 
+def _top(path):
+    return path.name[:-len(".tar.gz")]
+
+
+def test_archive_is_named_as_cpack_names_an_extension_package(archive):
+    path, _, _ = archive
+    date = build_extension_archive.git_commit_date()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}|NA", date)
+    assert path.name == f"Slicer-{SLICER_VERSION}-linux-amd64-{EXTENSION_NAME}-git0123abc-{date}.tar.gz"
+    name = build_extension_archive.archive_name("5.8", "macosx", "33241", "0123abcdef" * 4, "2025-01-31")
+    assert name == f"33241-macosx-amd64-{EXTENSION_NAME}-git0123abc-2025-01-31"
+
+
 def test_archive_has_one_top_folder_with_the_slicer_layout(archive):
     path, members, contents = archive
     top = {m.name.split("/")[0] for m in members}
-    assert top == {f"{EXTENSION_NAME}-Slicer-{SLICER_VERSION}"}
+    assert top == {_top(path)}
     top = top.pop()
     relative = {name[len(top) + 1:] for name in contents}
     share = [r for r in relative if r.startswith("share/")]
@@ -307,8 +321,8 @@ def test_archive_has_one_top_folder_with_the_slicer_layout(archive):
 
 
 def test_archive_holds_exactly_the_cmake_listed_files_and_the_shared_data(archive):
-    _, _, contents = archive
-    prefix = f"{EXTENSION_NAME}-Slicer-{SLICER_VERSION}/{QT_SCRIPTED}/"
+    path, _, contents = archive
+    prefix = f"{_top(path)}/{QT_SCRIPTED}/"
     packaged = {name[len(prefix):]: data for name, data in contents.items() if name.startswith(prefix)}
     expected = {}
     for module in MODULES:
@@ -323,8 +337,8 @@ def test_archive_holds_exactly_the_cmake_listed_files_and_the_shared_data(archiv
 
 
 def test_archive_description_comes_from_cmake(archive):
-    _, _, contents = archive
-    text = contents[f"{EXTENSION_NAME}-Slicer-{SLICER_VERSION}/share/Slicer-{SLICER_VERSION}/{EXTENSION_NAME}.s4ext"]
+    path, _, contents = archive
+    text = contents[f"{_top(path)}/share/Slicer-{SLICER_VERSION}/{EXTENSION_NAME}.s4ext"]
     entries = parse_s4ext(text.decode("utf-8"))
     metadata = extension_metadata()
     assert {"scm", "scmurl", "scmrevision", "depends", "homepage", "contributors", "category", "iconurl", "status",
@@ -370,6 +384,51 @@ def test_archive_opens_as_plain_gzip_tar_without_absolute_or_parent_paths(archiv
     with tarfile.open(fileobj=io.BytesIO(path.read_bytes()), mode="r:gz") as tar:
         assert len(tar.getnames()) == len(members)
     assert not [m.name for m in members if m.name.startswith("/") or ".." in m.name.split("/")]
+
+
+# --- one archive per operating system ------------------------------------------------------------------------------
+
+# Where Slicer's extensions manager takes the extension from (qSlicerExtensionsManagerModel::extractExtensionArchive):
+# the top folder on linux and win, <top>/Slicer.app/Contents/Extensions-<its revision>/<name> on macOS.
+def _extension_base(top, slicer_os, slicer_revision):
+    if slicer_os != "macosx":
+        return top
+    return f"{top}/Slicer.app/Contents/Extensions-{slicer_revision}/{EXTENSION_NAME}"
+
+
+@pytest.mark.parametrize("slicer_os, slicer_revision", [("linux", None), ("win", "33241"), ("macosx", "33241")])
+def test_each_os_gets_the_layout_slicer_copies_from(slicer_os, slicer_revision, archive, tmp_path):
+    path = build_extension_archive.build_archive(SLICER_VERSION, tmp_path, revision="0123abc", slicer_os=slicer_os,
+                                                 slicer_revision=slicer_revision)
+    assert f"-{slicer_os}-amd64-{EXTENSION_NAME}-" in path.name
+    assert path.name.startswith(f"{slicer_revision}-" if slicer_revision else f"Slicer-{SLICER_VERSION}-")
+    with tarfile.open(path, "r:gz") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    base = _extension_base(_top(path), slicer_os, slicer_revision)
+    assert all(name.startswith(base + "/") for name in files)
+    s4ext = [name for name in files if name.endswith(".s4ext")]
+    assert s4ext == [f"{base}/share/Slicer-{SLICER_VERSION}/{EXTENSION_NAME}.s4ext"], "Slicer reads it there"
+    _, _, linux_files = archive
+    linux_base = _top(archive[0])
+    assert {n[len(base):]: d for n, d in files.items()} == {n[len(linux_base):]: d for n, d in linux_files.items()}
+
+
+def test_macosx_needs_the_slicer_revision_and_the_os_must_be_slicers_name(tmp_path, capsys):
+    with pytest.raises(ExtensionLayoutError, match="slicer.app.revision"):
+        build_extension_archive.build_archive(SLICER_VERSION, tmp_path, slicer_os="macosx")
+    assert build_extension_archive.main(["--slicer-version", "5.8", "--os", "macosx", "--out", str(tmp_path)]) == 2
+    assert "--slicer-revision" in capsys.readouterr().err
+    for arguments in (["--os", "darwin"], ["--os", "macosx", "--slicer-revision", "r33241"],
+                      ["--os", "linux", "--revision", "a b"]):
+        assert build_extension_archive.main(["--slicer-version", "5.8", "--out", str(tmp_path), *arguments]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_default_os_is_the_hosts():
+    assert [build_extension_archive.host_os(p) for p in ("linux", "darwin", "win32", "cygwin")] == [
+        "linux", "macosx", "win", "win"]
+    assert build_extension_archive.host_os() in build_extension_archive.SLICER_OSES
 
 
 # --- CMake itself, against a stand-in for Slicer's build macros ---------------------------------------------------

@@ -571,14 +571,12 @@ def test_sample_data_sources_point_at_the_shipped_volumes_with_their_sha256():
 
 
 def test_background_start_hands_over_the_failure():
-    from NNMambaSlicerLib.backend import BackendStarter
-
     from nnmamba.client import BackendError
 
-    starter = BackendStarter(share=True, device="cpu", python="/nonexistent/bin/PythonSlicer")
+    starter = backend_module.start_local_backend(device="cpu", python="/nonexistent/bin/PythonSlicer")
     with pytest.raises(BackendError, match="Cannot run the Python interpreter /nonexistent/bin/PythonSlicer"):
         starter.result(timeout=30)
-    assert starter.finished and backend_module.shared_backend() is None
+    assert starter.finished and backend_module.shared_backend() is None and backend_module.starting_backend() is None
 
 
 def test_module_file_uses_only_widgets_of_its_ui_and_fields_of_its_parameter_node():
@@ -605,55 +603,45 @@ def test_module_file_uses_only_widgets_of_its_ui_and_fields_of_its_parameter_nod
     assert lib <= reloaded
 
 
-def test_backend_request_runs_at_once_when_a_backend_is_shared(local_backend):
-    from NNMambaSlicerLib.settings import BackendRequest
+def test_two_requirement_sets_client_inside_local_and_numba_for_the_fast_scan():
+    from NNMambaSlicerLib.install import CLIENT_REQUIREMENTS_FILE, load_requirements, requirement_name
 
-    def refuse_to_start():
-        raise AssertionError("no start needed: a backend is shared")
-
-    backend_module.set_shared_backend(local_backend)
-    try:
-        ran = []
-        request = BackendRequest(start=refuse_to_start)
-        assert request.call(lambda: ran.append(1)) and ran == [1] and not request.starting
-    finally:
-        backend_module._shared = None  # leave the module's backend running for the other tests
+    client = [requirement_name(line) for line in load_requirements(CLIENT_REQUIREMENTS_FILE)]
+    local = [requirement_name(line) for line in load_requirements()]
+    assert client == ["slicerio", "jsonschema"] and local[:2] == client   # `-r requirements-client.txt` followed
+    assert {"safetensors", "tqdm", "fastapi", "uvicorn", "pydantic", "numba"} <= set(local)
+    assert "torch" not in local   # torch comes from the PyTorch extension only
 
 
-def test_backend_request_starts_in_the_background_then_hands_back_the_follow_up(models_root):
-    from NNMambaSlicerLib.backend import BackendStarter
-    from NNMambaSlicerLib.settings import BackendRequest
+def test_installs_go_through_slicer_packaging_which_must_be_imported(monkeypatch):
+    """Slicer 5.12's ``slicer.packaging`` is not an attribute of ``slicer`` until imported. A stand-in module with
+    its pip_ensure signature (Slicer@5.12 Base/Python/slicer/packaging.py) records the call: in testing mode nothing
+    is asked, and a package still missing afterwards is a clear error, not a silent success."""
+    import types
 
-    request = BackendRequest(start=lambda: BackendStarter(share=True, device="cpu", models_dir=models_root,
-                                                          python=sys.executable))
-    def follow_up():
-        return "ran"
+    import slicer
+    from NNMambaSlicerLib import install
 
-    try:
-        assert not request.call(follow_up) and request.starting
-        assert not request.call(lambda: None)  # a second request while starting waits for the first
-        deadline = time.monotonic() + 120
-        while not request.finished():
-            assert time.monotonic() < deadline, "the local server did not start"
-            time.sleep(0.1)
-        assert not request.starting and request.take_follow_up() is follow_up and request.take_follow_up() is None
-        assert backend_module.shared_backend() is not None and backend_module.shared_backend().is_alive()
-    finally:
-        backend_module.set_shared_backend(None)
+    calls = []
+
+    def pip_ensure(requirements, constraints=None, prompt_install=True, requester=None):
+        calls.append(([str(r) for r in requirements], prompt_install, requester, Path(constraints).is_file()))
+
+    stand_in = types.ModuleType("slicer.packaging")
+    stand_in.pip_ensure = pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", stand_in)
+    monkeypatch.delattr(slicer, "packaging", raising=False)
+    monkeypatch.setattr(install, "testing", lambda: True)
+    with pytest.raises(install.DependencyError, match="still missing after the install: nnmamba-absent-x>=1"):
+        install.ensure_client(ask=True) or install.install_requirements(["nnmamba-absent-x>=1"], ask=False)
+    assert calls == [(["nnmamba-absent-x>=1"], False, "NNMamba", True)]
 
 
-def test_backend_request_reports_a_failed_start_and_drops_the_follow_up():
-    from NNMambaSlicerLib.backend import BackendStarter
-    from NNMambaSlicerLib.settings import BackendRequest
+def test_local_backend_check_names_what_is_missing_without_importing(monkeypatch):
+    from NNMambaSlicerLib import install
 
-    from nnmamba.client import BackendError
-
-    request = BackendRequest(start=lambda: BackendStarter(share=True, python="/nonexistent/bin/PythonSlicer"))
-    assert not request.call(lambda: None)
-    with pytest.raises(BackendError, match="/nonexistent/bin/PythonSlicer"):
-        deadline = time.monotonic() + 30
-        while not request.finished():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    assert not request.starting and request.take_follow_up() is None
-    assert backend_module.shared_backend() is None
+    monkeypatch.setattr(install, "load_requirements", lambda path=None: ["fastapi>=0.110", "nnmamba-absent-y>=1"])
+    monkeypatch.setattr(install, "torch_installed", lambda: False)
+    with pytest.raises(install.DependencyError, match=r"needs torch \(PyTorch extension\), nnmamba-absent-y>=1\. "
+                                                      "Press 'Install dependencies'"):
+        install.check_local_backend()

@@ -301,7 +301,8 @@ def backend(tmp_path_factory):
 
 @pytest.mark.slow  # about 5 s of CPU inference plus the server's start
 def test_a_real_server_job_gives_six_points_and_measured_lines(scene, backend):
-    from NNMambaLandmarksLib.landmark_run import LandmarkRun, describe_status, landmark_models
+    from NNMambaLandmarksLib.landmark_run import LandmarkRun, landmark_models
+    from NNMambaSlicerLib.job_panel import describe_status
     from NNMambaSlicerLib.volumes import add_volume, volume_geometry
 
     angle = np.deg2rad(25)
@@ -346,12 +347,30 @@ def test_a_failed_job_is_a_clear_error_and_leaves_the_scene_alone(scene, backend
     assert nodes_of_class(scene, "vtkMRMLMarkupsNode") == []
 
 
-def test_status_line_shows_progress_and_eta():
-    from NNMambaLandmarksLib.landmark_run import describe_status
-    from NNMambaSlicerLib.backend import JobStatus
+def test_status_line_says_the_state_and_the_servers_message():
+    from NNMambaSlicerLib.backend import JobStatus, describe_eta
+    from NNMambaSlicerLib.job_panel import describe_status
 
-    assert describe_status(JobStatus("running", 0.45, 12.2, "tile 3 of 12", False)) == \
-        "running: tile 3 of 12 (45%, about 12 s left)"
-    assert describe_status(JobStatus("queued", 0.0, None, "queued (1 job ahead)", False)) == \
-        "queued (1 job ahead) (0%)"
-    assert describe_status(JobStatus("running", 0.1, 600.0, "", False)) == "running (10%, about 10 min left)"
+    assert describe_status(JobStatus("running", 0.45, 12.2, "tile 3 of 12", False)) == "running: tile 3 of 12"
+    assert describe_status(JobStatus("queued", 0.0, None, "queued (1 job ahead)", False)) == "queued (1 job ahead)"
+    assert describe_status(JobStatus("running", 0.1, 600.0, "", False)) == "running"
+    assert describe_eta(JobStatus("running", 0.45, 12.2, "tile 3 of 12", False)) == "about 12 s left"
+    assert describe_eta(JobStatus("running", 0.1, 600.0, "", False)) == "about 10 min left"
+
+
+def test_only_a_landmark_result_or_an_empty_list_is_replaced_without_asking(scene):
+    from NNMambaLandmarksLib.landmark_nodes import replaces_other_points
+    from NNMambaSegmentationLib.click_points import new_click_points
+
+    assert replaces_other_points(None) == 0
+    empty = scene.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "empty")
+    assert replaces_other_points(empty) == 0
+    mine = scene.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my points")
+    for x in (1.0, 2.0):
+        mine.AddControlPoint([x, 0.0, 0.0], f"p{x:g}")
+    assert replaces_other_points(mine) == 2
+    clicks = new_click_points(scene.scene)
+    clicks.AddControlPoint([0.0, 0.0, 0.0])
+    assert replaces_other_points(clicks) == 1   # the segmentation module's click list is not ours to wipe
+    nodes = update_landmark_nodes(scene.scene, result(), model="demo")
+    assert replaces_other_points(nodes.points) == 0

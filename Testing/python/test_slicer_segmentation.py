@@ -29,11 +29,7 @@ from NNMambaSegmentationLib.labelmaps import (
     volume_ijk_to_ras,
     volume_shape,
 )
-from NNMambaSegmentationLib.segmentation_run import (
-    SegmentationRun,
-    describe_status,
-    segmentation_models,
-)
+from NNMambaSegmentationLib.segmentation_run import SegmentationRun, segmentation_models
 from NNMambaSegmentationLib.segments import (
     FINGERPRINT_TAG,
     SegmentationResultError,
@@ -45,6 +41,7 @@ from NNMambaSegmentationLib.segments import (
     put_segmentation_file,
 )
 from NNMambaSlicerLib.backend import Backend, describe_eta
+from NNMambaSlicerLib.job_panel import describe_status
 from NNMambaSlicerLib.volumes import add_volume
 
 from nnmamba.client import LocalServer
@@ -297,7 +294,7 @@ def model_labels(backend, click_voxels):
         hierarchy = slicer_scene.slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_scene.scene)
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == hierarchy.GetItemParent(
             hierarchy.GetItemByDataNode(volume))
-        labels = run.result().labels.copy()
+        labels = run.segmentation_file().labels.copy()
         for value, name in ((1, "structure 1"), (2, "structure 2")):
             np.testing.assert_array_equal(voxels(node, report.segment_ids[name], volume), labels == value)
         return labels
@@ -463,3 +460,103 @@ def test_click_on_a_transformed_volume_uses_its_own_frame(backend, model_labels,
     assert node.GetTransformNodeID() == transform.GetID()             # the segments move with the volume
     with pytest.raises(ClickError, match="outside"):
         clicks.click(ras_of(inside(model_labels, 2)) + [0.0, 400.0, 0.0])
+
+
+def poll_click_tool(tool, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while tool.pending is not None:
+        assert time.monotonic() < deadline, "the click was not answered"
+        outcome = tool.poll()
+        if outcome is not None:
+            return outcome
+        time.sleep(0.01)
+    return None
+
+
+def test_click_tool_places_answers_undoes_and_leaves_slicer_as_it_found_it(backend, model_labels, click_scene,
+                                                                            scene):
+    """The module's click tool on real MRML: place mode on our list, a placed point answered in the background
+    (first from the server, then from its cache), a negative point, undo; when it stops, place mode, persistence and
+    the active place node are what they were before (the user's own point list stays the active one)."""
+    from NNMambaSegmentationLib.click_tool import NEGATIVE_CLICK, ClickTool
+
+    volume, node = click_scene
+    interaction = scene.application_logic.GetInteractionNode()
+    selection = scene.application_logic.GetSelectionNode()
+    users = scene.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my points")
+    selection.SetActivePlaceNodeID(users.GetID())
+    interaction.SetPlaceModePersistence(0)
+    interaction.SwitchToViewTransformMode()
+    session = ClickSession(backend, [volume], "test-seg", node)
+    lines = []
+    tool = ClickTool(lambda: session, lines.append, interaction, selection, scene.markups)
+
+    points = tool.start()
+    assert tool.active and is_click_points(points) and lines[-1].endswith(f"({NEGATIVE_CLICK}: remove it).")
+    assert interaction.GetCurrentInteractionMode() == interaction.Place and interaction.GetPlaceModePersistence()
+    assert selection.GetActivePlaceNodeID() == points.GetID()
+
+    tool.place(ras_of(inside(model_labels, 1)))
+    assert node.GetSegmentation().GetNumberOfSegments() == 0   # answered in the background, written on poll
+    first = poll_click_tool(tool)
+    assert first.structure == "structure 1" and first.changed > 0 and first.network_passes > 0
+    assert lines[-1].startswith("Last click: structure 1: +")
+    again = tool.place(ras_of(inside(model_labels, 1, nth=3))) or poll_click_tool(tool)
+    assert again.network_passes == 0 and points.GetNumberOfControlPoints() == 1   # nothing new: point removed
+    removal = tool.place(ras_of(inside(model_labels, 1)), positive=False) or poll_click_tool(tool)
+    assert not removal.positive and removal.changed == first.changed
+    assert points.GetNthControlPointDescription(1) == "negative"
+    assert segment_array(node, "structure 1", volume).sum() == 0
+    assert tool.undo(session) == "structure 1" and points.GetNumberOfControlPoints() == 1
+    assert segment_array(node, "structure 1", volume).sum() == first.changed
+
+    outside = tool.place(ras_of((-4, 5, 5)))
+    assert outside is None and tool.pending is None and "outside volume" in lines[-1]
+    assert points.GetNumberOfControlPoints() == 1
+
+    tool.stop()
+    assert not tool.active and interaction.GetCurrentInteractionMode() == interaction.ViewTransform
+    assert interaction.GetPlaceModePersistence() == 0 and selection.GetActivePlaceNodeID() == users.GetID()
+
+
+def test_leaving_place_mode_stops_the_click_tool(backend, click_scene, scene):
+    from NNMambaSegmentationLib.click_tool import ClickTool
+
+    volume, node = click_scene
+    interaction = scene.application_logic.GetInteractionNode()
+    selection = scene.application_logic.GetSelectionNode()
+    interaction.SetPlaceModePersistence(0)
+    tool = ClickTool(lambda: ClickSession(backend, [volume], "test-seg", node), lambda text: None, interaction,
+                     selection, scene.markups)
+    tool.start()
+    interaction.SwitchToViewTransformMode()   # Esc or the toolbar
+    assert not tool.active and interaction.GetPlaceModePersistence() == 0
+
+
+def test_click_tool_refuses_to_start_without_inputs(scene):
+    from NNMambaSegmentationLib.click_tool import ClickTool
+
+    interaction = scene.application_logic.GetInteractionNode()
+
+    def no_session():
+        raise ValueError("Select the input volume(s) and a model before clicking.")
+
+    tool = ClickTool(no_session, lambda text: None, interaction, scene.application_logic.GetSelectionNode(),
+                     scene.markups)
+    with pytest.raises(ValueError, match="before clicking"):
+        tool.start()
+    assert not tool.active and interaction.GetCurrentInteractionMode() != interaction.Place
+
+
+def test_a_click_whose_volume_the_server_forgot_uploads_it_again(backend, model_labels, click_scene):
+    volume, node = click_scene
+    clicks = ClickSession(backend, volume, "test-seg", node)
+    clicks.click(ras_of(inside(model_labels, 1)))
+    for session in list(backend._sessions.values()):
+        backend.client.delete_session(session)             # the server forgot the volume (expired session)
+    pending = clicks.start_click(ras_of(inside(model_labels, 2)))
+    deadline = time.monotonic() + 60
+    while not pending.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert pending.finish().structure == "structure 2"

@@ -263,3 +263,17 @@ def test_lib_packages_import_without_the_gui_and_without_heavy_packages():
     assert not missing, f"Lib packages missing: {missing}"
     problems = imports.check_lib_import_weight(ROOT)
     assert not problems, "\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("module", ["NNMambaSlicer", "NNMambaSegmentation", "NNMambaLandmarks"])
+def test_reload_reloads_every_lib_module_of_the_module(module):
+    """Developer Reload must pick up edits of the module's Lib code (the hub keeps its backend module: it holds the
+    shared server)."""
+    import re
+
+    source = (ROOT / module / f"{module}.py").read_text()
+    assert "def onReload" in source, f"{module} does not reload its Lib code"
+    body = source.split("def onReload")[1].split("\n    def ")[0]
+    reloaded = set(re.findall(r'"(\w+)"', body))
+    lib = {path.stem for path in (ROOT / module / f"{module}Lib").glob("*.py")} - {"__init__", "backend"}
+    assert lib <= reloaded, f"not reloaded: {sorted(lib - reloaded)}"

@@ -7,11 +7,14 @@ only once the server accepts requests: a parent process may wait for it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .settings import ServerSettings, resolve_token
@@ -113,14 +116,34 @@ def serve(args):
         print(f"nnmamba server on {url} (token {where})", flush=True)
 
     server = _uvicorn_server(settings, "info", announce)
+    if getattr(args, "parent_pid", None):
+        _stop_with_parent(server, args.parent_pid)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop
         pass
     finally:
         sock.close()
-    print("nnmamba server stopped", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):   # a parent that died took the read end of our stderr with it
+        print("nnmamba server stopped", file=sys.stderr, flush=True)
     return 0
+
+
+PARENT_GONE_EXIT_AFTER = 8.0   # seconds the graceful shutdown may take once the parent has ended
+
+
+def _stop_with_parent(server, pid):
+    """``--parent-pid``: the graceful shutdown once process ``pid`` has ended, and a hard exit if that has not
+    ended this process a few seconds later (a stalled job or lifespan): a crashed program leaves no server behind."""
+    from ..process_tree import watch_parent
+
+    def parent_gone():
+        log.warning("The parent process %d has ended: stopping.", pid)
+        server.should_exit = True
+        time.sleep(PARENT_GONE_EXIT_AFTER)
+        os._exit(1)   # only reached when the graceful shutdown stalled: this thread is a daemon
+
+    watch_parent(pid, parent_gone)
 
 
 class BackgroundServer:
