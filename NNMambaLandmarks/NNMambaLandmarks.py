@@ -9,7 +9,6 @@ import os
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -59,19 +58,21 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None       # ParameterBinding: the parameter node <-> the .ui
         self.panel = None       # JobPanel: Apply/Cancel and model lists (NNMambaSlicerLib)
         self._links = None      # LandmarkLinks of the shown point list
         self._timer = None
 
     def setup(self):
         from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+        from NNMambaSlicerLib.parameter_binding import ParameterBinding
 
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaLandmarks.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._binding = ParameterBinding(self.ui, self.updateGUIFromParameterNode)
         self.logic = NNMambaLandmarksLogic()
         self.panel = JobPanel()
         self._timer = attach_widgets(self.panel, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
@@ -133,17 +134,12 @@ class NNMambaLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = first_scalar_volume(slicer.mrmlScene)
 
     def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-            self.updateGUIFromParameterNode()
-            self._showPoints(self._parameterNode.outputPoints)
+        self._binding.set(inputParameterNode)
+        if inputParameterNode is not None:
+            self._showPoints(inputParameterNode.outputPoints)
 
-    def updateGUIFromParameterNode(self, caller=None, event=None):
+    def updateGUIFromParameterNode(self):
         busy = self.panel is not None and self.panel.busy
         parameters = self._parameterNode
         if parameters and parameters.model:

@@ -70,7 +70,7 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None       # ParameterBinding: the parameter node <-> the .ui
         self.panel = None           # JobPanel: Apply/Cancel and model lists (NNMambaSlicerLib)
         self.clickTool = None       # ClickTool (NNMambaSegmentationLib)
         self._modelInputs = {}      # model id -> input channel names
@@ -81,12 +81,14 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def setup(self):
         from NNMambaSegmentationLib.click_tool import NEGATIVE_CLICK
         from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+        from NNMambaSlicerLib.parameter_binding import ParameterBinding
 
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaSegmentation.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._binding = ParameterBinding(self.ui, self.updateGUIFromParameterNode)
         self.logic = NNMambaSegmentationLogic()
         self.panel = JobPanel()
         lock = (self.ui.inputVolumeSelector, self.ui.inputVolume2Selector, self.ui.inputVolume3Selector,
@@ -163,16 +165,10 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             parameters.model = qt.QSettings().value(MODEL_SETTING, "") or ""
 
     def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-            self.updateGUIFromParameterNode()
+        self._binding.set(inputParameterNode)
 
-    def updateGUIFromParameterNode(self, caller=None, event=None):
+    def updateGUIFromParameterNode(self):
         parameters = self._parameterNode
         if parameters and parameters.model:
             index = self.ui.modelComboBox.findData(parameters.model)

@@ -7,7 +7,6 @@ import os
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -90,7 +89,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None       # ParameterBinding: the parameter node <-> the .ui
         self.panel = None          # JobPanel: classification
         self._panelTimer = None
         self._calls = []           # [(BackgroundCall, onDone, errorTitle)]: connect, start, import, verify
@@ -100,6 +99,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         from NNMambaSlicerLib.job_panel import JobPanel, attach_widgets
+        from NNMambaSlicerLib.parameter_binding import ParameterBinding
 
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NNMambaSlicer.ui"))
@@ -107,6 +107,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = NNMambaSlicerLogic()
+        self._binding = ParameterBinding(self.ui, self._onParameterNodeModified)
         self.panel = JobPanel()
         self._panelTimer = attach_widgets(self.panel, self.ui.applyButton, self.ui.progressBar,
                                           self.ui.classificationStatusLabel, lock=(self.ui.inputVolumeSelector,),
@@ -159,7 +160,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import importlib
 
         for name in ("volumes", "install", "environment_report", "models", "classification_nodes", "sample_data",
-                     "settings", "job_panel", "self_test"):
+                     "settings", "job_panel", "self_test", "parameter_binding"):
             importlib.reload(importlib.import_module(f"NNMambaSlicerLib.{name}"))
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -186,16 +187,10 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = volume
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-            self._onParameterNodeModified()
+        self._binding.set(inputParameterNode)
 
-    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+    def _onParameterNodeModified(self) -> None:
         node = self._parameterNode
         if node is None:
             return

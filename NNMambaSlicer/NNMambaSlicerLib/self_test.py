@@ -15,14 +15,14 @@ import contextlib
 def private_backend(test_case, device="cpu"):
     """``with private_backend(self) as backend:`` inside a ScriptedLoadableModuleTest."""
     from .backend import Backend
-    from .install import DependencyError, ensure_dependencies, missing_for_local_backend, testing
+    from .install import ensure_dependencies, missing_for_local_backend, testing
 
     if missing_for_local_backend():
         if not testing():
             test_case.skipTest("NNMamba self-test skipped: " + _first_line(missing_for_local_backend()))
         try:
             ensure_dependencies(ask=False)
-        except (DependencyError, RuntimeError, OSError) as error:
+        except Exception as error:   # declined, no PyTorch extension, no network, pip failed: say it and skip
             test_case.skipTest(f"NNMamba self-test skipped: the dependencies could not be installed ({error}).")
     backend = Backend.local(device=device)
     try:

@@ -245,3 +245,85 @@ def test_the_default_input_is_never_a_labelmap(scene):
     assert first_scalar_volume(scene.scene) is None and label is not None
     image = volume(scene, shape=(4, 4, 4), name="image")
     assert first_scalar_volume(scene.scene) is image
+
+
+class WrapperStandIn:
+    """What the parameter binding uses of Slicer's parameterNodeWrapper (Slicer@5.8 and 5.10
+    Base/Python/slicer/parameterNodeWrapper/wrapper.py): ``parameterNode``, ``connectGui`` (returns a tag from 5.10
+    on, None before), ``disconnectGui(tag)``, and Add/RemoveObserver forwarded to the MRML node."""
+
+    def __init__(self, mrml_node, returns_tag):
+        self.parameterNode = mrml_node
+        self.returns_tag = returns_tag
+        self.connected = []
+
+    def connectGui(self, gui):
+        self.connected.append(gui)
+        return len(self.connected) if self.returns_tag else None
+
+    def disconnectGui(self, tag):
+        if tag is not None:
+            self.connected.pop()
+
+    def AddObserver(self, event, callback, priority=0.0):
+        return self.parameterNode.AddObserver(event, callback, priority)
+
+    def RemoveObserver(self, tag):
+        self.parameterNode.RemoveObserver(tag)
+
+
+@pytest.mark.parametrize("returns_tag", [False, True], ids=["slicer-5.8", "slicer-5.10"])
+def test_entering_a_module_again_does_not_add_connections(scene, returns_tag):
+    from NNMambaSlicerLib.parameter_binding import ParameterBinding
+
+    node = scene.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "NNMambaSegmentation")
+    calls = []
+    binding = ParameterBinding("ui", lambda: calls.append(1))
+    for _enter_exit in range(5):
+        wrapper = WrapperStandIn(node, returns_tag)   # getParameterNode() makes a new wrapper each time
+        binding.set(wrapper)
+        binding.set(None)
+    wrapper = WrapperStandIn(node, returns_tag)
+    binding.set(wrapper)
+    calls.clear()
+    node.Modified()
+    assert calls == [1]   # one observer, not six
+    connections = 1 if returns_tag else 0   # 5.8: connected once for good, at the first enter
+    assert len(wrapper.connected) == connections
+
+
+def test_self_tests_use_a_private_backend_and_leave_the_users_alone(shared):
+    import unittest
+
+    from NNMambaSlicerLib.self_test import private_backend
+
+    case = unittest.TestCase()
+    with pytest.raises(RuntimeError, match="the test failed"):
+        with private_backend(case) as backend:
+            assert backend is not shared and backend.kind == "local" and backend.is_alive()
+            assert "demo-brain-atrophy" in [m["id"] for m in backend.models("classification")]
+            raise RuntimeError("the test failed")
+    assert not backend.is_alive()   # stopped although the test failed
+    assert backend_module.shared_backend() is shared and shared.is_alive()
+
+
+@pytest.mark.parametrize("testing_mode", [False, True], ids=["interactive", "testing mode, install fails"])
+def test_self_tests_skip_with_one_line_when_the_dependencies_are_missing(monkeypatch, testing_mode):
+    import unittest
+
+    from NNMambaSlicerLib import install
+    from NNMambaSlicerLib.self_test import private_backend
+
+    def fail_install(ask=True):
+        assert ask is False   # never a dialog in a test
+        raise install.DependencyError("PyTorch is not installed and the PyTorch extension is missing.")
+
+    monkeypatch.setattr(install, "missing_for_local_backend", lambda: ["torch (PyTorch extension)", "fastapi>=0.110"])
+    monkeypatch.setattr(install, "testing", lambda: testing_mode)
+    monkeypatch.setattr(install, "ensure_dependencies", fail_install)
+    with pytest.raises(unittest.SkipTest) as skipped:
+        with private_backend(unittest.TestCase()):
+            pytest.fail("no backend without its dependencies")
+    message = str(skipped.value)
+    assert message.startswith("NNMamba self-test skipped: ") and "\n" not in message
+    assert ("PyTorch extension is missing" in message) if testing_mode else ("needs torch" in message)
