@@ -309,7 +309,7 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     # -- click to segment (the tool itself is NNMambaSegmentationLib.click_tool) ----------------------------------
     def _makeClickTool(self):
-        from NNMambaSegmentationLib.click_tool import ClickTool
+        from NNMambaSegmentationLib.click_tool import ClickTool, SliceView
 
         applicationLogic = slicer.app.applicationLogic()
         layoutManager = slicer.app.layoutManager()
@@ -317,7 +317,8 @@ class NNMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         def views():
             if layoutManager is None:
                 return []
-            return [layoutManager.sliceWidget(name).sliceView() for name in layoutManager.sliceViewNames()]
+            return [SliceView.of_qt_view(layoutManager.sliceWidget(name).sliceView())
+                    for name in layoutManager.sliceViewNames()]
 
         tool = ClickTool(self._clickSession, self._showClickStatus, applicationLogic.GetInteractionNode(),
                          applicationLogic.GetSelectionNode(), slicer.modules.markups.logic(),

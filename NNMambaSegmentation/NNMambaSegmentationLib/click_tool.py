@@ -20,12 +20,31 @@ NEGATIVE_CLICK = "Cmd/Shift-click" if sys.platform == "darwin" else "Ctrl/Shift-
 DRAG_PIXELS = 3   # a press and release further apart than this is a drag (Shift-drag pans), not a click
 
 
+class SliceView:
+    """What the click tool needs of a slice view: its VTK interactor, and the RAS point under a device position."""
+
+    def __init__(self, interactor, slice_node, device_to_xyz=None):
+        self.interactor = interactor
+        self.slice_node = slice_node
+        self._device_to_xyz = device_to_xyz or (lambda position: (position[0], position[1], 0.0))
+
+    @classmethod
+    def of_qt_view(cls, view):
+        """Slicer's qMRMLSliceView (its convertDeviceToXYZ knows the screen's pixel ratio and the light box)."""
+        return cls(view.interactorStyle().GetInteractor(), view.mrmlSliceNode(), view.convertDeviceToXYZ)
+
+    def device_to_ras(self, position):
+        xyz = self._device_to_xyz(position)
+        return self.slice_node.GetXYToRAS().MultiplyPoint([xyz[0], xyz[1], xyz[2], 1.0])[:3]
+
+
 class ClickTool:
     """``session()`` gives the ClickSession for the current inputs (raising a clear error when they are missing);
     ``on_status(text)`` shows a line; ``on_changed()`` refreshes buttons; ``negative()`` says whether a plain click is
     negative (the module's "Negative" box). ``interaction``/``selection``: the application's interaction and
-    selection nodes; ``markups_logic``: Slicer's markups logic; ``views()``: the slice views to watch (none in tests
-    without the application)."""
+    selection nodes; ``markups_logic``: Slicer's markups logic; ``views()``: the slice views to watch, as
+    :class:`SliceView` objects (Slicer's qMRMLSliceView through :meth:`SliceView.of_qt_view`, or any other renderer of
+    Slicer's slice views, such as trame-slicer's)."""
 
     def __init__(self, session, on_status, interaction, selection, markups_logic, on_changed=None, negative=None,
                  views=None):
@@ -99,7 +118,7 @@ class ClickTool:
         if not self.active:
             return
         for view in self.views():
-            interactor = view.interactorStyle().GetInteractor()
+            interactor = view.interactor
             handler = functools.partial(self._on_button, view)
             for event in ("LeftButtonPressEvent", "LeftButtonReleaseEvent"):
                 self._view_tags.append((interactor, interactor.AddObserver(event, handler, 10.0)))
@@ -124,9 +143,7 @@ class ClickTool:
             return
         if max(abs(a - b) for a, b in zip(press[1], position)) > DRAG_PIXELS:
             return
-        xyz = view.convertDeviceToXYZ(position)
-        ras = view.mrmlSliceNode().GetXYToRAS().MultiplyPoint([xyz[0], xyz[1], xyz[2], 1.0])[:3]
-        self.place(ras, positive=False)
+        self.place(view.device_to_ras(position), positive=False)
 
     def place(self, ras, positive=True):
         """Add a click point at world ``ras`` as if the user had placed it (negative ones too)."""
