@@ -77,6 +77,26 @@ class Geometry(NamedTuple):
         return image
 
 
+def direction_problem(direction, tolerance=1e-3):
+    """Why ``direction`` is not a rotation (possibly with a flip), or None: its columns must be unit vectors and
+    mutually orthogonal within ``tolerance`` (ITK's own tolerance for image directions). A sheared or scaled matrix
+    is valid as a matrix, but the voxel grid, resampling and results would then lie in the wrong place."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(matrix)):
+        return "it has NaN or infinite entries"
+    lengths = np.linalg.norm(matrix, axis=0)
+    if np.any(np.abs(lengths - 1) > tolerance):
+        return (f"its columns (the directions of the I, J and K axes) have lengths {np.round(lengths, 6).tolist()}, "
+                "not 1")
+    gram = matrix.T @ matrix
+    off = np.abs(gram - np.diag(np.diag(gram))).max()
+    if off > tolerance:
+        angles = np.degrees(np.arccos(np.clip([gram[0, 1], gram[0, 2], gram[1, 2]], -1, 1)))
+        return (f"its axes are not perpendicular (angles IJ, IK, JK {np.round(angles, 3).tolist()} degrees): the "
+                "grid is sheared")
+    return None
+
+
 def lps_to_ras(points):
     """LPS ↔ RAS is its own inverse: x and y change sign."""
     return np.asarray(points, dtype=float) * np.array([-1.0, -1.0, 1.0])

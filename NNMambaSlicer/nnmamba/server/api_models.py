@@ -4,11 +4,14 @@ an option must not be silently ignored."""
 
 from __future__ import annotations
 
+import re
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Task = Literal["segmentation", "landmarks", "classification"]
+# The devices a job may ask for: real compute devices only (torch also knows "meta", "xla"... which cannot run one).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,2})?|mps", re.IGNORECASE)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
@@ -61,6 +64,13 @@ class JobOptions(BaseModel):
     mirroring: Optional[bool] = Field(None, description="mirroring test-time augmentation (8x slower)")
     refine: Optional[Literal["none", "quadratic"]] = Field(None, description="landmark sub-voxel refinement")
     device: Optional[str] = Field(None, max_length=32, description="auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("device")
+    @classmethod
+    def _real_device(cls, value):
+        if value is not None and not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {value[:32]!r}")
+        return value
 
 
 class JobRequest(BaseModel):

@@ -1,4 +1,9 @@
-"""The FastAPI application: HTTP API v1 (routes only; the work is in :mod:`nnmamba.server.service`)."""
+"""The FastAPI application: HTTP API v1 (routes only; the work is in :mod:`nnmamba.server.service`).
+
+Routes that only look something up (health, version, a job's state, cancel, a session, a result) are ``async``:
+they never wait for one of the worker threads, so they answer at once however busy the server is. Clicks wait for
+the device on the event loop too; only their computation, the uploads' decoding and the model listing use threads.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +31,12 @@ from .api_models import (
     VersionInfo,
 )
 from .auth import TokenGuard
-from .errors import CatchAll, ServiceError, install_error_handlers
+from .errors import BodyLimit, CatchAll, ServiceError, install_error_handlers
 from .service import Service
 from .settings import API_VERSION
+
+UPLOAD_ROUTES = {("POST", "/sessions"), ("POST", "/sessions/file")}
+BOOT_HEADER = "X-NNMamba-Boot"
 
 _RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary"}}}}}
@@ -44,6 +52,7 @@ def create_app(settings):
     """The ASGI app for ``settings`` (a :class:`~nnmamba.server.settings.ServerSettings`). Its worker and sweeper
     threads start with the app's lifespan (and the worker at the first job, if the lifespan never ran)."""
     service = Service(settings)
+    inflight = uploads.ByteBudget(settings.max_inflight_upload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -59,16 +68,25 @@ def create_app(settings):
     app.state.service = service
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_json_bytes, exempt=UPLOAD_ROUTES)   # after the token check
     app.add_middleware(TokenGuard, token=settings.token)
     app.add_middleware(CatchAll)  # outermost: whatever goes wrong below becomes a logged 500
 
     @app.get("/health", response_model=Health, tags=["server"])
-    def health():
+    async def health():
         """Liveness only; needs no token and says nothing else."""
         return {"status": "ok"}
 
+    @app.head("/health", include_in_schema=False)
+    async def health_probe():
+        """What HEAD-only health probes (some load balancers) send."""
+        return Response(status_code=200)
+
     @app.get("/version", response_model=VersionInfo, responses=_errors(), tags=["server"])
-    def version():
+    async def version(response: Response):
+        """The nnmamba and API versions; the X-NNMamba-Boot header changes whenever the server restarts (and
+        forgets every session and job)."""
+        response.headers[BOOT_HEADER] = service.boot
         return {"nnmamba": __version__, "api": API_VERSION}
 
     @app.get("/environment", responses=_errors(), tags=["server"])
@@ -85,7 +103,8 @@ def create_app(settings):
         """The package's model.json."""
         return service.models.find(model_id).meta
 
-    @app.post("/sessions", status_code=201, response_model=SessionCreated, responses=_errors(400, 413, 422),
+    @app.post("/sessions", status_code=201, response_model=SessionCreated,
+              responses=_errors(400, 408, 413, 422, 503, 507),
               openapi_extra=_RAW_BODY, tags=["sessions"])
     async def create_session(request: Request, shape: str = Query(..., description="K,J,I", max_length=64),
                              dtype: str = Query(..., description="int16, uint8, int8, uint16, int32, uint32, "
@@ -107,12 +126,22 @@ def create_app(settings):
             if declared != expected:
                 raise ServiceError(422, uploads.body_size_problem(declared, expected, full_shape, voxel_type))
         geometry = uploads.parse_geometry(x_geometry)
-        data = await uploads.receive_into_buffer(request.stream(), expected)
-        volume = await run_in_threadpool(uploads.volume_from_bytes, data, full_shape, voxel_type, geometry,
-                                         name or "uploaded volume")
-        return service.add_session(volume, name)
+        reservation = service.reserve_session(full_shape)
+        try:
+            with inflight.holding(expected):
+                data = await uploads.receive_into_buffer(uploads.body_chunks(request, settings.upload_timeout),
+                                                         expected)
+                volume = await run_in_threadpool(uploads.volume_from_bytes, data, full_shape, voxel_type, geometry,
+                                                 name or "uploaded volume")
+                del data
+        except BaseException:
+            reservation.release()
+            service.memory.soon()
+            raise
+        return service.add_session(volume, name, reservation)
 
-    @app.post("/sessions/file", status_code=201, response_model=SessionCreated, responses=_errors(400, 413, 422),
+    @app.post("/sessions/file", status_code=201, response_model=SessionCreated,
+              responses=_errors(400, 408, 413, 422, 503, 507),
               openapi_extra=_RAW_BODY, tags=["sessions"])
     async def create_session_from_file(request: Request,
                                        filename: str = Query(..., max_length=255,
@@ -123,37 +152,44 @@ def create_app(settings):
         declared = uploads.content_length(request.headers)
         if declared is not None:
             uploads.check_upload_size(declared, settings.max_upload_bytes)
-        handle, path = uploads.temporary_upload(suffix)
-        try:
-            with handle:
-                await uploads.receive_into_file(request.stream(), handle, settings.max_upload_bytes)
-            volume = await run_in_threadpool(uploads.read_volume_file, path, suffix, settings.max_voxels, filename)
-        finally:
-            path.unlink(missing_ok=True)
-        return service.add_session(volume, name or filename)
+        with inflight.holding(declared or 0) as grow:
+            handle, path = uploads.temporary_upload(suffix, service.scratch.path)
+            try:
+                with handle:
+                    await uploads.receive_into_file(uploads.body_chunks(request, settings.upload_timeout), handle,
+                                                    settings.max_upload_bytes, None if declared else grow)
+                volume, reservation = await run_in_threadpool(uploads.read_volume_file, path, suffix,
+                                                              settings.max_voxels, filename, service.sessions.reserve)
+            except BaseException:
+                service.memory.soon()
+                raise
+            finally:
+                path.unlink(missing_ok=True)
+        return service.add_session(volume, name or filename, reservation)
 
     @app.get("/sessions/{session_id}", response_model=SessionInfo, responses=_errors(404), tags=["sessions"])
-    def get_session(session_id: str):
+    async def get_session(session_id: str):
         return service.session_info(session_id)
 
     @app.delete("/sessions/{session_id}", status_code=204, responses=_errors(404), tags=["sessions"])
-    def delete_session(session_id: str):
-        service.sessions.delete(session_id)
+    async def delete_session(session_id: str):
+        """Forget the volume; its queued and running jobs are cancelled."""
+        service.delete_session(session_id)
         return Response(status_code=204)
 
     @app.post("/sessions/{session_id}/jobs", status_code=202, response_model=JobCreated,
-              responses=_errors(404, 422, 429), tags=["jobs"])
+              responses=_errors(404, 413, 422, 429), tags=["jobs"])
     def create_job(session_id: str, job: JobRequest):
         created = service.submit(session_id, job.task, job.model, job.options.model_dump())
         return {"id": created.id, "state": created.state}
 
     @app.get("/jobs/{job_id}", response_model=JobInfo, responses=_errors(404), tags=["jobs"])
-    def get_job(job_id: str):
+    async def get_job(job_id: str):
         return service.jobs.get(job_id).info()
 
     @app.get("/jobs/{job_id}/result", responses={200: {"content": _RESULT_CONTENT}, **_errors(404, 409)},
              tags=["jobs"])
-    def get_result(job_id: str, format: Literal["file", "json"] = "file"):
+    async def get_result(job_id: str, format: Literal["file", "json"] = "file"):
         """The result file (.seg.nrrd, .mrk.json or .json), or with format=json its JSON form."""
         result = service.job_result(job_id)
         if format == "json":
@@ -163,13 +199,20 @@ def create_app(settings):
 
     @app.delete("/jobs/{job_id}", status_code=202, response_model=CancelAnswer, responses=_errors(404, 409),
                 tags=["jobs"])
-    def cancel_job(job_id: str):
+    async def cancel_job(job_id: str):
         return {"state": service.jobs.cancel(job_id)}
 
-    @app.post("/sessions/{session_id}/click", response_model=ClickAnswer, responses=_errors(404, 422, 503),
+    @app.post("/sessions/{session_id}/click", response_model=ClickAnswer, responses=_errors(404, 413, 422, 503),
               tags=["click"])
-    def click(session_id: str, request: ClickRequest):
-        """Segment the structure under the points (run at once, not queued; waits for a running job's device)."""
-        return service.click(session_id, request.model, request.positive, request.negative, request.coordinates)
+    async def click(session_id: str, body: ClickRequest, request: Request):
+        """Segment the structure under the points (run at once, not queued: it waits for a running job to free the
+        device, and goes before the next queued job)."""
+        plan = await run_in_threadpool(service.prepare_click, session_id, body.model, body.positive, body.negative,
+                                       body.coordinates)
+        try:
+            async with service.device_gate.click(settings.click_wait, request.is_disconnected):
+                return await run_in_threadpool(service.run_click, plan)
+        finally:
+            service.end_click(plan)
 
     return app

@@ -15,7 +15,7 @@ from .settings import API_VERSION
 
 UNAUTHORIZED = "Missing or invalid token."
 CLIENT_HEADER = b"x-nnmamba-client"
-OPEN_ENDPOINTS = {("GET", "/health")}
+OPEN_ENDPOINTS = {("GET", "/health"), ("HEAD", "/health")}
 # Answered whatever the client's version, so that a client can find out what the server speaks.
 VERSION_FREE_PATHS = {"/version", "/openapi.json"}
 # First nnmamba release of each HTTP API version: a release speaks the API of the last entry at or below it.

@@ -82,9 +82,19 @@ def install_error_handlers(app):
         return json_error(error.status_code, detail, getattr(error, "headers", None))
 
 
+def _client_went_away(error):
+    """A client that disconnected (mid-upload, or while its click waited): routine, not a server error."""
+    from starlette.requests import ClientDisconnect
+
+    from .device import ClientGone
+
+    return isinstance(error, (ClientDisconnect, ClientGone))
+
+
 class CatchAll:
     """ASGI middleware: an unexpected exception becomes a logged 500 with a generic message, never a dead server or a
-    stack trace sent to the client."""
+    stack trace sent to the client. A client that went away is one line at INFO level (it must not be able to flood
+    the log with tracebacks)."""
 
     def __init__(self, app):
         self.app = app
@@ -102,8 +112,52 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as error:
+            if _client_went_away(error):
+                log.info("The client of %s %s disconnected before the answer.", scope.get("method"), scope.get("path"))
+                return
             log.exception("Unexpected error in %s %s", scope.get("method"), scope.get("path"))
             if started:  # too late for an error answer: the client sees a cut-off response
                 return
             await json_error(500, INTERNAL_ERROR)(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body other than the uploads' is refused (413) beyond ``limit`` bytes, by its
+    Content-Length before anything is read, and by counting when it is streamed; so no large JSON is ever parsed
+    (on the event loop) only to be refused afterwards. A request with both Content-Length and Transfer-Encoding is
+    refused (400), as RFC 9112 allows: the two could be read differently by a proxy in front."""
+
+    def __init__(self, app, limit, exempt=()):
+        self.app = app
+        self.limit = int(limit)
+        self.exempt = set(exempt)
+        self.message = (f"The request body is larger than {self.limit // 1024} KiB, the most this server accepts "
+                        "outside the two upload routes; send a smaller request.")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers", [])
+        length = [value for name, value in headers if name == b"content-length"]
+        if length and any(name == b"transfer-encoding" for name, _ in headers):
+            return await json_error(400, "The request has both Content-Length and Transfer-Encoding; send one of "
+                                         "them.")(scope, receive, send)
+        if (scope["method"], scope["path"]) in self.exempt:
+            return await self.app(scope, receive, send)
+        if length and length[0].strip().isdigit() and int(length[0]) > self.limit:
+            return await json_error(413, self.message)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    from starlette.exceptions import HTTPException
+
+                    raise HTTPException(413, self.message)   # FastAPI re-raises these from its body reading
+            return message
+
+        await self.app(scope, limited_receive, send)

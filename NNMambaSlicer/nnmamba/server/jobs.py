@@ -57,25 +57,49 @@ class Job:
                 "created": self.created, "started": self.started, "finished": self.finished}
 
 
-def _failure_message(error):
+def _out_of_memory(error):
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+
+
+def _failure_message(error, job=None):
+    """What the client is told; never an exception's own text unless it is one of ours (a message written for
+    users), so that no internal path, library detail or voxel value leaves the server."""
     if isinstance(error, ServiceError):
         return error.detail
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
-        return ("Out of memory while running the job. Use a smaller (cropped or downsampled) volume, close other "
-                "programs using the GPU, or run on the CPU (options.device = 'cpu').")
-    if isinstance(error, (ValueError, FileNotFoundError)):
+    if _out_of_memory(error):
+        device = str((job.options if job is not None else {}).get("device") or "")
+        if type(error).__name__ == "OutOfMemoryError" or device.startswith(("cuda", "mps")):
+            return ("Out of GPU memory while running the job. Use a smaller (cropped or downsampled) volume, close "
+                    "other programs using the GPU, or run on the CPU (options.device = 'cpu').")
+        return ("Not enough memory on the server to run the job. Use a smaller (cropped or downsampled) volume, or "
+                "try again when the server is less busy.")
+    ours = _raised_in(error) == "nnmamba"     # nnmamba's own checks write their messages for users
+    if ours and (isinstance(error, ValueError) or (isinstance(error, RuntimeError) and "device" in str(error).lower())):
         return str(error)
-    if isinstance(error, RuntimeError) and "device" in str(error).lower():
-        return str(error)
-    return f"Internal error ({type(error).__name__}: {str(error)[:300]}); the server log has the details."
+    reference = job.id if job is not None else "?"
+    return f"Internal error while running the job; the server log has the details (job {reference})."
+
+
+def _raised_in(error):
+    """'nnmamba' when the exception was raised by nnmamba's own code (its message is meant for users)."""
+    trace = error.__traceback__
+    last = None
+    while trace is not None:
+        last = trace
+        trace = trace.tb_next
+    if last is None:
+        return ""
+    module = last.tb_frame.f_globals.get("__name__", "")
+    return "nnmamba" if module == "nnmamba" or module.startswith("nnmamba.") else module
 
 
 class JobQueue:
-    def __init__(self, runner, ttl, max_queued=64, on_finish=None):
+    def __init__(self, runner, ttl, max_queued=64, on_finish=None, restarted_note=""):
         """``runner(job) -> result`` runs one job (raising to fail it); ``on_finish(job)`` runs after every job."""
         self._runner = runner
         self._on_finish = on_finish or (lambda job: None)
         self.ttl = float(ttl)
+        self.restarted_note = restarted_note    # appended to 404s: jobs of an earlier run are gone
         self.max_queued = int(max_queued)
         self._jobs = OrderedDict()
         self._queue = deque()
@@ -106,26 +130,43 @@ class JobQueue:
                     ahead = self._queue.index(job) + (1 if self.current is not None else 0)
                     job.message = f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "queued"
         if job is None:
-            raise ServiceError(404, f"No job {job_id!r}: it never existed, or it finished more than {self.ttl:g} s ago "
-                                    "and was removed.")
+            raise ServiceError(404, f"No job {job_id[:80]!r}: it never existed, or it finished more than {self.ttl:g} "
+                                    f"s ago and was removed{self.restarted_note}.")
         return job
 
     def cancel(self, job_id):
+        """A queued job ends at once; a running one is asked to stop ("cancelling") and ends ``cancelled``, also
+        when the cancel arrives while its last step runs: the state is decided under the same lock."""
         job = self.get(job_id)
         with self._lock:
             if job.state in FINISHED:
                 raise ServiceError(409, f"Job {job_id} already ended ({job.state}); there is nothing to cancel.")
-            job.cancel.cancel()
-            if job.state == QUEUED:
-                self._queue.remove(job)
-                self._end(job, CANCELLED, "cancelled before it started")
-                finished = True
-            else:
-                job.message = "cancelling"
-                finished = False
+            finished = self._cancel_locked(job, "cancelled before it started")
         if finished:
             self._finish(job)
         return CANCELLED if finished else "cancelling"
+
+    def _cancel_locked(self, job, message):
+        job.cancel.cancel()
+        if job.state == QUEUED:
+            self._queue.remove(job)
+            self._end_locked(job, CANCELLED, message)
+            return True
+        job.message = "cancelling"
+        return False
+
+    def cancel_session(self, session_id):
+        """Cancel every queued or running job on a session (it was deleted); returns their ids."""
+        ended, cancelled = [], []
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.session == session_id and job.state not in FINISHED:
+                    cancelled.append(job.id)
+                    if self._cancel_locked(job, "cancelled: its session was deleted"):
+                        ended.append(job)
+        for job in ended:
+            self._finish(job)
+        return cancelled
 
     def counts(self):
         with self._lock:
@@ -194,20 +235,27 @@ class JobQueue:
         try:
             job.cancel.check()
             result = self._runner(job)
-            job.cancel.check()  # a cancel that came while the last step ran still wins
         except Cancelled:
             self._end(job, CANCELLED, "cancelled; no result was kept")
         except Exception as error:  # a job must never take the worker down
-            expected = (ValueError, MemoryError, ServiceError)
-            if not isinstance(error, expected) and type(error).__name__ != "OutOfMemoryError":
-                log.exception("Job %s (%s with %s) failed", job.id, job.task, job.model)
-            self._end(job, FAILED, "failed", _failure_message(error))
+            message = _failure_message(error, job)
+            if message.startswith("Internal error"):
+                log.error("Job %s (%s with %s) failed", job.id, job.task, job.model, exc_info=error)
+            self._end(job, FAILED, "failed", message)
         else:
-            job.result = result
-            job.progress, job.eta = 1.0, 0.0
-            self._end(job, DONE, "done")
+            with self._lock:
+                if job.cancel.cancelled:   # a cancel that came while the last step ran still wins
+                    self._end_locked(job, CANCELLED, "cancelled; no result was kept")
+                else:
+                    job.result = result
+                    job.progress, job.eta = 1.0, 0.0
+                    self._end_locked(job, DONE, "done")
 
     def _end(self, job, state, message, error=None):
+        with self._lock:
+            self._end_locked(job, state, message, error)
+
+    def _end_locked(self, job, state, message, error=None):
         job.state, job.message, job.error = state, message, error
         job.finished = time.time()
         job.last_used = time.monotonic()

@@ -82,15 +82,27 @@ def _log_to_stderr(level=logging.INFO):
 def settings_from_args(args):
     """ServerSettings from ``nnmamba serve`` arguments (the token resolved and, if new, written)."""
     from ..environment import resolve_device
+    from .api_models import DEVICE_PATTERN
 
+    if not DEVICE_PATTERN.fullmatch(str(args.device or "auto")):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {args.device!r}.")
     resolve_device(args.device)  # an unavailable device is an error now, not at the first job
     if args.models_dir is not None and not Path(args.models_dir).expanduser().is_dir():
         raise ValueError(f"--models-dir {args.models_dir} is not a folder.")
-    token, where = resolve_token(args.token, args.token_file)
-    settings = ServerSettings(token=token, host=args.host, port=args.port, device=args.device,
+    optional = {}   # options of newer releases; absent when a caller builds its own argparse namespace
+    for option, setting, scale in (("max_network_voxels", "max_network_voxels", None), ("max_tiles", "max_tiles", None),
+                                   ("max_session_memory_gb", "max_session_bytes", 2**30),
+                                   ("max_queued_jobs", "max_queued_jobs", None), ("click_wait", "click_wait", None),
+                                   ("max_waiting_clicks", "max_waiting_clicks", None),
+                                   ("upload_timeout", "upload_timeout", None)):
+        value = getattr(args, option, None)
+        if value is not None:
+            optional[setting] = int(value * scale) if scale else value
+    settings = ServerSettings(token="-", host=args.host, port=args.port, device=args.device,
                               models_dir=args.models_dir, session_ttl=args.session_ttl,
                               max_upload_bytes=int(args.max_upload_mb * 2**20), max_voxels=int(args.max_voxels),
-                              model_memory_bytes=int(args.model_memory_gb * 2**30))
+                              model_memory_bytes=int(args.model_memory_gb * 2**30), **optional)
+    settings.token, where = resolve_token(args.token, args.token_file)   # written only once the rest is valid
     return settings, where
 
 

@@ -56,6 +56,16 @@ class ModelIndex:
         return max(matches, key=lambda item: (_version_key(item[1].version), -item[0]))[1]
 
     def summaries(self):
+        """One row per package. ``where`` is ``bundled/<folder>`` or ``models/<folder>``: never a path on the server's
+        disk (it would tell clients the install location and the user's home)."""
+        bundled = bundled_models_dir()
+        bundled = bundled.resolve() if bundled is not None else None
+
+        def where(package):
+            root = Path(package.root).resolve()
+            kind = "bundled" if bundled is not None and (root == bundled or bundled in root.parents) else "models"
+            return f"{kind}/{root.name}"
+
         return [{"id": p.id, "name": p.name, "version": p.version, "task": p.task,
-                 "inputs": [channel["name"] for channel in p.input["channels"]], "where": str(p.root)}
+                 "inputs": [channel["name"] for channel in p.input["channels"]], "where": where(p)}
                 for p in self.packages()]

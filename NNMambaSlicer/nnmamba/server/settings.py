@@ -5,6 +5,7 @@ Kept free of FastAPI/uvicorn so that ``nnmamba serve --help`` and the client's t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -19,6 +20,11 @@ DEFAULT_SESSION_TTL = 3600.0
 DEFAULT_MAX_UPLOAD_MB = 2048.0
 DEFAULT_MAX_VOXELS = 600_000_000
 DEFAULT_MODEL_MEMORY_GB = 8.0
+DEFAULT_SESSION_MEMORY_GB = 8.0
+DEFAULT_MAX_TILES = 4096
+DEFAULT_UPLOAD_TIMEOUT = 30.0
+DEFAULT_MAX_WAITING_CLICKS = 16
+MAX_JSON_BYTES = 64 * 2**10
 # What an Authorization header can carry as-is: visible ASCII, no spaces or quotes.
 _TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/=:@!$&'()*,;-]+")
 
@@ -43,14 +49,33 @@ class ServerSettings:
     sweep_interval: Optional[float] = None   # seconds between expiry sweeps (default: from session_ttl)
     max_queued_jobs: int = 64
     click_wait: float = 300.0                # seconds a click waits for the device before answering 503
+    max_waiting_clicks: int = DEFAULT_MAX_WAITING_CLICKS   # more clicks waiting for the device get 503 at once
+    max_network_voxels: Optional[int] = None  # C*K*J*I on the network grid after resampling (default: max_voxels)
+    max_tiles: int = DEFAULT_MAX_TILES        # sliding-window tiles of one job
+    max_session_bytes: int = int(DEFAULT_SESSION_MEMORY_GB * 2**30)   # all sessions' float32 voxels together
+    session_evict_idle: float = 60.0          # seconds unused before a session may be evicted to make room
+    max_inflight_upload_bytes: Optional[int] = None   # bodies of uploads in progress (default: max_upload_bytes)
+    upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT     # seconds an upload may send nothing before it is dropped
+    max_json_bytes: int = MAX_JSON_BYTES      # any request body but the two uploads
+    scratch_root: Optional[Path] = None       # where the per-server temporary folder goes (default: system temp)
 
     def __post_init__(self):
         check_token(self.token)
-        for name in ("session_ttl", "max_upload_bytes", "max_voxels", "model_memory_bytes", "max_queued_jobs"):
+        if self.max_network_voxels is None:
+            self.max_network_voxels = self.max_voxels
+        if self.max_inflight_upload_bytes is None:
+            self.max_inflight_upload_bytes = self.max_upload_bytes
+        for name in ("session_ttl", "max_upload_bytes", "max_voxels", "model_memory_bytes", "max_queued_jobs",
+                     "click_wait", "max_waiting_clicks", "max_network_voxels", "max_tiles", "max_session_bytes",
+                     "max_inflight_upload_bytes", "upload_timeout", "max_json_bytes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Server setting {name} must be positive, got {getattr(self, name)!r}.")
+        if not self.session_evict_idle >= 0:
+            raise ValueError(f"Server setting session_evict_idle must be >= 0, got {self.session_evict_idle!r}.")
         if self.models_dir is not None:
             self.models_dir = Path(self.models_dir).expanduser()
+        if self.scratch_root is not None:
+            self.scratch_root = Path(self.scratch_root).expanduser()
 
     @property
     def sweep_seconds(self):
@@ -92,12 +117,32 @@ def resolve_token(token=None, token_file=None):
 
 
 def write_token_file(token, path):
-    """Write the token readable by the user only (0600, folder 0700 when created), atomically."""
-    from ..formats.atomic import atomic_path
+    """Write the token readable by the user only (0600, folder 0700 when created), atomically.
 
+    The temporary file is created 0600 (``O_EXCL``), never wider even for a moment: a local user who opened a
+    briefly readable file would keep the descriptor and read the token once it is written."""
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with atomic_path(path) as temporary:
-        os.chmod(temporary, 0o600)  # before the token is in it
-        temporary.write_text(token + "\n", encoding="ascii")
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        temporary = path.parent / f".tmp-{secrets.token_hex(6)}-{path.name}"
+        try:
+            descriptor = os.open(temporary, flags, 0o600)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"Could not create a temporary file next to {path}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)   # exactly 0600 whatever the umask
+            handle.write((token + "\n").encode("ascii"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return path

@@ -7,12 +7,20 @@ PyTorch first. LLVM vectorises the loop over the state dimension with ``exp_nonp
 inline (Cody-Waite reduction, degree-7 polynomial, 2**k from the exponent bits; within 3e-7 relative of exp).
 ``reverse`` scans from the last token to the first, which the token-flipped CSS passes need, without flipping
 any tensor.
+
+Compiled kernels are cached (``cache=True``) in a per-user cache folder (``~/.cache/nnmamba/numba`` or the
+platform's equivalent, or ``$NUMBA_CACHE_DIR`` when set), never next to the installed package: that may be
+read-only, shared by several users, or part of a signed application bundle.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,44 @@ MAX_STATE = 64   # d_state up to this runs in the kernel (Mamba uses 8 or 16)
 @functools.cache
 def numba_available():
     return importlib.util.find_spec("numba") is not None
+
+
+def user_cache_dir():
+    """``nnmamba/numba`` in the user's cache folder (XDG on Linux, ~/Library/Caches, %LOCALAPPDATA%)."""
+    if os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "nnmamba" / "numba"
+
+
+def _writable_folder(folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+@functools.cache
+def use_user_cache_dir():
+    """Point numba's kernel cache at :func:`user_cache_dir` (or a private temporary folder when that cannot be
+    written) unless $NUMBA_CACHE_DIR chose one; must run before the kernel module is imported. Returns the folder."""
+    import numba
+
+    if numba.config.CACHE_DIR:
+        return Path(numba.config.CACHE_DIR)
+    folder = user_cache_dir()
+    if not _writable_folder(folder):
+        tag = os.getuid() if hasattr(os, "getuid") else "user"
+        folder = Path(tempfile.gettempdir()) / f"nnmamba-numba-{tag}"
+        if not _writable_folder(folder):
+            return None
+    numba.config.CACHE_DIR = str(folder)
+    return folder
 
 
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
@@ -46,6 +92,7 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     gate = None if z is None else F.silu(z.detach().float())
     y = torch.empty(batch, dim, length, dtype=f32)
     if y.numel():
+        use_user_cache_dir()
         from ._numba_scan import fused_scan
 
         fused_scan(_as_array(u), _as_array(delta), A_.numpy(),
