@@ -17,8 +17,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "Testing" / "views")]
 
-import conftest  # noqa: E402  (puts the module folders on sys.path, selects EGL)
 from slice_views import SliceViews  # noqa: E402
+
+import conftest  # noqa: E402  (puts the module folders on sys.path, selects EGL)
 
 SAMPLES = ROOT / "Resources" / "SampleData"
 SIZE = (640, 640)

@@ -12,6 +12,7 @@ import collections
 import io
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -121,23 +122,90 @@ def load_plans(path, trust=False):
         raise CheckpointError(f"{path}: not a readable pickle ({type(error).__name__}: {error}).") from None
 
 
+# What a file that is not a checkpoint usually is, told by its first bytes (a failed download is an HTML page).
+_NOT_CHECKPOINTS = (
+    ((b"<!doctype html", b"<html", b"<head", b"<body"),
+     "an HTML page, not a checkpoint: the download failed (Google Drive and other hosts answer a large or "
+     "rate-limited download with a web page). Download the file again, in a browser if need be, and check its size"),
+    ((b"<?xml",), "an XML document, not a checkpoint: the download failed (a host's error page). Download it again"),
+    ((b"{", b"["), "a JSON text file, not a checkpoint (a model package's model.json? give the package folder)"),
+    ((b"\x1f\x8b",), "a gzip archive, not a checkpoint: unpack it first"),
+    ((b"\x89hdf",), "an HDF5 file (Keras/TensorFlow?), not a PyTorch checkpoint"),
+    ((b"version https://git-lfs",), "a Git LFS pointer, not the checkpoint: run `git lfs pull` to fetch the file"),
+)
+
+
+def identify_non_checkpoint(path):
+    """What ``path`` is when its first bytes show it is not a PyTorch checkpoint (an HTML page, JSON, gzip...);
+    None when it may be one (a zip or pickle file, or unknown bytes)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "an empty file, not a checkpoint: the download or copy did not finish. Get the file again"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None                                            # torch's zip format, or a pickle
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    for prefixes, what in _NOT_CHECKPOINTS:
+        if text.startswith(prefixes):
+            return what
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return "a text file, not a checkpoint (it starts with " + repr(head[:40].decode("ascii")) + ")"
+    return "not a PyTorch checkpoint: neither a zip archive nor a pickle (unknown or damaged bytes). Download it again"
+
+
+def _first_line(error):
+    """The first line of a loader's message, without torch's advice to lift ``weights_only`` (never ours)."""
+    line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    line = line.split("Weights only load failed")[0].split(". ")[0]
+    return line.strip(" .(") or type(error).__name__
+
+
 def _torch_load(path, trust):
+    what = identify_non_checkpoint(path)
+    if what is not None:
+        raise CheckpointError(f"{path} is {what}.")
     if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)}). Download it "
+                                  "again.") from None
     try:
-        with torch.serialization.safe_globals(_torch_safe_globals()):
+        with torch.serialization.safe_globals(_torch_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # torch's notes on pickle protocols are not for the user
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:   # truncated or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}). Download it again.") from None
     except pickle.UnpicklingError as error:
         offending = _unsafe_globals(path)
         if offending is None and "GLOBAL" not in str(error):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}).") from None
+            if _is_plain_pickle(path):
+                raise CheckpointError(f"{path} is a pickle file, not a PyTorch checkpoint (nnU-Net plans? they "
+                                      "belong next to the .model file, or to `models import --plans`).") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged or unknown file: "
+                                  f"{_unsafe_detail(error)}). Download it again.") from None
         names = ", ".join(offending) if offending else str(error).splitlines()[0]
         raise UnsafeCheckpointError(
             f"{path} needs globals beyond tensors and plain data to load ({names}); unpickling them could run "
             "code, so it was refused. If you trust where this file came from, load it with trust=True "
             "(CLI: --trust).") from None
+    except Exception as error:   # truncated, damaged or not a torch file at all (torch raises many kinds here)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged or unknown file: "
+                              f"{_unsafe_detail(error)}). Download it again.") from None
+
+
+def _is_plain_pickle(path):
+    try:
+        load_plans(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def _unsafe_detail(error):
+    detail = _first_line(error)
+    if isinstance(error, (KeyError, pickle.UnpicklingError)) or "weights_only" in detail.lower() \
+            or detail == type(error).__name__:
+        return "its pickle data is broken"
+    return detail
 
 
 def _unsafe_globals(path):

@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import textwrap
+import threading
 import time
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_UNSAFE, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 
 
 def main(argv=None):
+    """Run the command; every failure is one line on stderr and an exit code, Ctrl-C at any moment (also while
+    torch is being imported) is exit 130 with one line and nothing written."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        previous = _ignore_ctrl_c()   # a second Ctrl-C while the message is written must not add a traceback
+        try:
+            return _fail("cancelled; no output was written.", EXIT_CANCELLED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    from .checkpoints import CheckpointError, UnsafeCheckpointError
     from .progress import Cancelled
     from .runtime import retain_freed_memory
 
@@ -28,14 +45,38 @@ def main(argv=None):
 
     try:
         return args.handler(args) or EXIT_OK
-    except UnsafeCheckpointError as error:
-        return _fail(error, EXIT_UNSAFE)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        return _fail(error, EXIT_BAD_INPUT)
+    except (ValueError, FileNotFoundError) as error:     # CheckpointError is a ValueError
+        return _fail(error, EXIT_UNSAFE if _is_unsafe(error) else EXIT_BAD_INPUT)
+    except OSError as error:          # a folder that cannot be written, a full disk: say which file and why
+        return _fail(_os_error_text(error), EXIT_BAD_INPUT)
     except RuntimeError as error:
         return _fail(error, EXIT_UNAVAILABLE)
-    except (Cancelled, KeyboardInterrupt):
+    except Cancelled:
         return _fail("cancelled; no output was written.", EXIT_CANCELLED)
+    except Exception as error:        # a bug: one line, the traceback only when asked for
+        if os.environ.get("NNMAMBA_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(error).__name__}: {error} (this is a bug; NNMAMBA_DEBUG=1 shows the "
+                     "traceback for a report)", EXIT_FAILURE)
+
+
+def _is_unsafe(error):
+    """An UnsafeCheckpointError, told without importing torch (a command that never loaded a checkpoint, e.g.
+    one refused for its output path, must not pay seconds for it)."""
+    checkpoints = sys.modules.get("nnmamba.checkpoints")
+    return checkpoints is not None and isinstance(error, checkpoints.UnsafeCheckpointError)
+
+
+def _ignore_ctrl_c():
+    """Ignore Ctrl-C (main thread only); the handler it replaced, or None."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return None
+
+
+def _os_error_text(error):
+    where = f" {error.filename}" if error.filename else ""
+    return f"cannot write or read{where}: {error.strerror or error}"
 
 
 def _fail(error, code):
@@ -83,7 +124,105 @@ def build_parser():
 
     register_demo(sub, _device_option)
     register_train(sub)
+    _document(parser)
     return parser
+
+
+CT = "Resources/SampleData/NNMambaDemoAbdomenCT.nrrd"
+FETUS = "Resources/SampleData/NNMambaDemoFetalBrain.nrrd"
+BRAIN = "Resources/SampleData/NNMambaDemoBrainAtrophy.nrrd"
+
+# (what it does, examples) of every command, shown by its --help; the examples run from the repository root with
+# the bundled demo models (the official checkpoints' examples need the authors' files).
+HELP = {
+    "": ("nnMamba networks (3D CNN + Mamba state-space layers) for segmentation, landmarks and classification: "
+         "inspect and convert official checkpoints, manage model packages, predict, serve 3D Slicer, train.",
+         "nnmamba demo\nnnmamba predict segment --model demo-abdomen-ct --input {ct} --output ct.seg.nrrd"),
+    "info": ("Print the Python, torch and CUDA versions, the device that --device picks and the selective-scan "
+             "back end that will run, with the reason for the choice.", "nnmamba info\nnnmamba info --json"),
+    "check": ("Run every nnMamba network (segmentation in both variants, the classifier) once on a random volume "
+              "and time a second pass: shapes and speed only (untrained weights).",
+              "nnmamba check --size 32 --channels 8 --device cpu"),
+    "inspect": ("Load an official checkpoint safely (no code runs while unpickling) and print which network it "
+                "holds: class, variant, input and output channels, width, nnU-Net plans keys. A file that is not a "
+                "checkpoint (an HTML page from a failed download, a text or JSON file) is named as such.",
+                "nnmamba inspect model_final_checkpoint.model        # an official nnU-Net v1 checkpoint"),
+    "convert": ("Convert an official checkpoint to a safetensors file with the architecture in its header "
+                "(loads safely; --trust only for files from a source you trust).",
+                "nnmamba convert model_final_checkpoint.model weights.safetensors"),
+    "models": ("Model packages (a folder or zip with model.json and weights.safetensors): list the installed and "
+               "bundled ones, import official checkpoints, verify a package.",
+               "nnmamba models list\nnnmamba models verify demo-abdomen-ct"),
+    "models list": ("List installed and bundled model packages, and catalog models not yet imported (with where to "
+                    "get them).", "nnmamba models list\nnnmamba models list --json"),
+    "models import": ("Turn an official checkpoint (.model with its .model.pkl, .pth, .safetensors) or an nnU-Net "
+                      "v1 result folder into a model package in the user models folder.",
+                      "nnmamba models import model_final_checkpoint.model --preset amos-ct"),
+    "models verify": ("Check a package: model.json against the schema and the cross-field rules, the weights' "
+                      "sha256; --load also builds the network and loads the weights strictly.",
+                      "nnmamba models verify demo-abdomen-ct --load"),
+    "models presets": ("List the import presets: the task metadata (labels, spacing, normalisation) that an "
+                       "official checkpoint lacks.", "nnmamba models presets"),
+    "serve": ("Run the HTTP backend that 3D Slicer (or `nnmamba predict --server`) sends work to: bearer token, "
+              "upload once and click by coordinates, a job queue with progress and cancel. Needs the server extra "
+              "(pip install -e \".[server]\" in the checkout).",
+              "nnmamba serve\nnnmamba serve --port 8765 --device cuda"),
+    "predict": ("Run a model package on an image file (NIfTI, NRRD, MHA or a DICOM folder) and write the result as "
+                "a file 3D Slicer opens as it is. --server URL runs it on an nnmamba server instead. With "
+                "--input-dir (or --inputs LIST.csv) and --output-dir it runs a whole cohort: one result per case "
+                "and a manifest, results.csv, with the measurements; --resume goes on after a stop, --ray "
+                "[ADDRESS] spreads the cases over a Ray cluster.",
+                "nnmamba predict segment --model demo-abdomen-ct --input {ct} --output ct.seg.nrrd"),
+    "predict segment": ("Label every voxel. The output's extension picks the format: .seg.nrrd (a Slicer "
+                        "segmentation with names, colours and terminology), or a plain label map .nii.gz, .nii, "
+                        ".nrrd, .mha.",
+                        "nnmamba predict segment --model demo-abdomen-ct --input {ct} --output ct.seg.nrrd\n"
+                        "nnmamba predict segment --model demo-abdomen-ct --input {ct} --output ct-labels.nii.gz\n"
+                        "nnmamba predict segment --model demo-abdomen-ct --input-dir scans --output-dir results "
+                        "--resume"),
+    "predict click": ("Segment the one structure under the given point(s) (LPS mm, or RAS with --ras), looking "
+                      "only at windows around them. Same output formats as 'segment'.",
+                      "nnmamba predict click --model demo-abdomen-ct --input {ct} --point -40 -50 -224 "
+                      "--output liver.seg.nrrd"),
+    "predict landmarks": ("Find the model's landmarks and measure the lines between them; writes a Slicer "
+                          "markups file (.mrk.json) and, with --csv, a table.",
+                          "nnmamba predict landmarks --model demo-fetal-landmarks --input {fetus} "
+                          "--output fetus.mrk.json --csv fetus.csv"),
+    "predict classify": ("Class probabilities and the decision by the model's rule; writes JSON and, with --csv, "
+                         "a table.", "nnmamba predict classify --model demo-brain-atrophy --input {brain} "
+                         "--output brain.json --csv brain.csv"),
+    "demo": ("Run the three bundled demo models on the three sample volumes and write what 3D Slicer opens "
+             "(.seg.nrrd, .mrk.json, classification .json), a PNG preview of each and a summary scored against "
+             "the phantoms' ground truth. About 10 s on two CPU cores. Ctrl-C removes what it wrote.",
+             "nnmamba demo\nnnmamba demo --out /tmp/demo --device cpu"),
+    "train": ("Train a model package: retrain a demo model from its recipe, write phantoms as a dataset folder, "
+              "or train the network of a model.json on a dataset folder of your own.",
+              "nnmamba train phantoms landmarks my-data --train 8\n"
+              "nnmamba train demo classification --out my-demo-atrophy"),
+    "train demo": ("Retrain a bundled demo model from its recipe (nnmamba/demo/recipes.py): the same seed and "
+                   "torch thread count give the same weights. 15-30 minutes on two CPU cores.",
+                   "nnmamba train demo classification --out my-demo-atrophy"),
+    "train dataset": ("Train the network a model.json describes on a dataset folder (dataset.json + images; see "
+                      "`nnmamba train phantoms` for the format).",
+                      "nnmamba train dataset my-data --model-json Resources/Models/demo-fetal-landmarks/model.json "
+                      "--out my-model --steps 1000"),
+    "train phantoms": ("Write seeded phantoms as a dataset folder: the format `train dataset` reads, to copy for "
+                       "data of your own.", "nnmamba train phantoms landmarks my-data --train 8"),
+}
+
+
+def _document(parser, path=""):
+    """Give every command its description and examples (from HELP), recursively."""
+    description, examples = HELP[path]
+    examples = examples.format(ct=CT, fetus=FETUS, brain=BRAIN)
+    parser.description = textwrap.fill(description, 100)   # the raw formatter keeps the examples' lines as they are
+    parser.epilog = "example" + ("s" if "\n" in examples else "") + ":\n" + \
+        "\n".join(f"  {line}" for line in examples.splitlines())
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _document(child, f"{path} {name}".strip())
 
 
 def _models_commands(sub):
@@ -142,6 +281,19 @@ def _serve_command(sub):
                        help="most voxels (channels x K x J x I) in one volume (default 600e6)")
     serve.add_argument("--model-memory-gb", type=float, default=8.0, help="memory for loaded models; the least "
                        "recently used are unloaded beyond it (default 8)")
+    serve.add_argument("--max-session-memory-gb", type=float, default=8.0, help="memory for all uploaded volumes "
+                       "together (float32); beyond it idle ones are evicted, else uploads get 507 (default 8)")
+    serve.add_argument("--max-network-voxels", type=_voxel_count, help="most voxels of the grid a model sees after "
+                       "resampling (default: --max-voxels); larger jobs and clicks get 413")
+    serve.add_argument("--max-tiles", type=_voxel_count, default=4096, help="most sliding-window tiles of one job "
+                       "(default 4096)")
+    serve.add_argument("--max-queued-jobs", type=_voxel_count, default=64, help="jobs that may wait (default 64)")
+    serve.add_argument("--click-wait", type=float, default=300.0, help="seconds a click waits for a busy device "
+                       "before 503 (default 300)")
+    serve.add_argument("--max-waiting-clicks", type=_voxel_count, default=16, help="clicks that may wait for a "
+                       "busy device; more get 503 at once (default 16)")
+    serve.add_argument("--upload-timeout", type=float, default=30.0, help="seconds an upload may send nothing "
+                       "before it is dropped (default 30)")
     serve.add_argument("--parent-pid", type=int, metavar="PID", help="stop when process PID has ended (a program "
                        "that starts a private server passes its own pid, so a crash of it leaves nothing running)")
     serve.set_defaults(handler=cmd_serve)
@@ -242,8 +394,8 @@ def cmd_serve(args):
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as error:
-        return _fail(f"the server needs FastAPI and uvicorn ({error}): pip install 'nnmamba[server]'",
-                     EXIT_UNAVAILABLE)
+        return _fail(f"the server needs FastAPI and uvicorn ({error}): pip install -e '.[server]' in the nnmamba "
+                     "checkout", EXIT_UNAVAILABLE)
     from .server.main import serve
 
     return serve(args)

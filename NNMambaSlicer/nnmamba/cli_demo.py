@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_BAD_INPUT = 2   # as nnmamba.cli (which imports this module)
+
 
 def register_demo(sub, device_option):
     demo = sub.add_parser("demo", help="run the three demo models on the sample volumes and write Slicer files, "
@@ -17,7 +19,7 @@ def register_demo(sub, device_option):
 def register_train(sub):
     train = sub.add_parser("train", help="train a model package (demo recipes, or your own data)")
     kinds = train.add_subparsers(title="what to train")
-    train.set_defaults(handler=lambda args: train.print_help() or 2)
+    train.set_defaults(handler=lambda args: train.print_help() or EXIT_BAD_INPUT)
 
     demo = kinds.add_parser("demo", help="retrain a bundled demo model from its recipe (bit for bit, same seed "
                             "and thread count)")

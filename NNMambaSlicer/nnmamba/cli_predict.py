@@ -1,32 +1,34 @@
 """``nnmamba predict {segment,click,landmarks,classify}``: file in, Slicer-native file out.
 
-Outputs are written only when the work is complete (and atomically), so an error, a Ctrl-C or a cancelled
-job never leaves a partial file behind.
+One path for every task: the output paths are checked first (folder writable, file ending known), then a backend
+(:class:`LocalBackend` here, or :class:`RemoteBackend` on an ``nnmamba serve`` with ``--server``) reads the input and
+returns the task's result in one shape, and one writer per task writes it. Outputs are written only when the work
+is complete (and atomically), so an error or a Ctrl-C never leaves a partial file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-
-from .progress import CancelToken
+from typing import List, Optional
 
 
 def register_predict(sub, device_option):
     predict = sub.add_parser("predict", help="run a model on an image file and write Slicer-native results")
     tasks = predict.add_subparsers(title="tasks")
 
-    def task_parser(name, help_text, handler, output_help):
+    def task_parser(name, help_text, handler, output_help, cohort=True):
         parser = tasks.add_parser(name, help=help_text)
         parser.add_argument("--model", required=True, help="model package folder/zip, or an installed model id")
-        parser.add_argument("--input", required=True, nargs="+", type=Path,
+        parser.add_argument("--input", required=not cohort, nargs="+", type=Path,
                             help="image file (NIfTI, NRRD, MHA) or DICOM series folder; one per input channel")
-        parser.add_argument("--output", required=True, type=Path, help=output_help)
+        parser.add_argument("--output", required=not cohort, type=Path, help=output_help)
+        if cohort:
+            from .cohort.command import add_cohort_options
+
+            add_cohort_options(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         device_option(parser)
         parser.add_argument("--server", metavar="URL", help="run on an nnmamba server (`nnmamba serve`) instead of "
@@ -37,12 +39,16 @@ def register_predict(sub, device_option):
         parser.set_defaults(handler=handler)
         return parser
 
-    segment = task_parser("segment", "label every voxel", cmd_segment, "the .seg.nrrd to write")
+    segment = task_parser("segment", "label every voxel", cmd_segment, "the file to write: .seg.nrrd (Slicer "
+                          "segmentation), or a label map .nii.gz, .nii, .nrrd, .mha")
     segment.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (model default: 0.5)")
     segment.add_argument("--mirroring", action="store_true", help="mirroring test-time augmentation (8x slower)")
     segment.add_argument("--tile-batch", type=int, default=1, help="tiles per network pass")
+    segment.add_argument("--output-format", default=".seg.nrrd", help="cohorts: the file ending of each case's "
+                         "result (.seg.nrrd, or a label map .nii.gz, .nii, .nrrd, .mha)")
 
-    click = task_parser("click", "segment the structure under points", cmd_click, "the .seg.nrrd to write")
+    click = task_parser("click", "segment the structure under points", cmd_click, "the file to write: .seg.nrrd, or "
+                        "a label map .nii.gz, .nii, .nrrd, .mha", cohort=False)
     click.add_argument("--point", required=True, action="append", nargs=3, type=float, metavar=("X", "Y", "Z"),
                        help="a point on the structure, in mm (LPS unless --ras); repeat for more")
     click.add_argument("--negative", action="append", nargs=3, type=float, default=[], metavar=("X", "Y", "Z"),
@@ -59,15 +65,159 @@ def register_predict(sub, device_option):
     return predict
 
 
-def _load(args, task):
-    from .imaging import read_channels, read_image
-    from .modelpkg import resolve_model
+_COMMAND = {"segmentation": "segment", "landmarks": "landmarks", "classification": "classify"}
 
-    package = resolve_model(str(args.model))
-    _check_task(package.id, package.task, task)
-    paths = args.input
-    volume = read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
-    return package, volume
+
+# ---------------------------------------------------------------------------------------- one result per task
+@dataclass
+class Segmentation:
+    """A label map (KJI) with its segments; a click's mask is a crop placed at ``offset`` (IJK)."""
+
+    labels: object
+    geometry: object
+    segments: list
+    regions: list
+    seconds: float
+    notes: List[str] = field(default_factory=list)
+    offset: tuple = (0, 0, 0)
+    reference_shape: Optional[tuple] = None
+    network_passes: Optional[int] = None
+
+
+@dataclass
+class LandmarkSet:
+    points: list          # {"label", "position" (LPS mm), "confidence" (0..1)}
+    lines: list           # {"name", "from", "to", "length" (mm)}
+    seconds: float
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Classification:
+    document: dict        # classes, probabilities, decision, rule, logits, model, input
+    seconds: float
+
+
+# ------------------------------------------------------------------------------------------------ the backends
+class LocalBackend:
+    """Runs the model in this process."""
+
+    where = ""
+
+    def __init__(self, args, task):
+        from .modelpkg import resolve_model
+
+        self.args = args
+        self.package = resolve_model(str(args.model))
+        self.model = self.package.meta
+        _check_task(self.package.id, self.package.task, task)
+        self.volume = _read_input(args.input)
+
+    def close(self):
+        pass
+
+    def segment(self, progress):
+        from .tasks import segment_volume
+
+        args = self.args
+        result = segment_volume(self.package, self.volume, device=args.device, overlap=args.overlap,
+                                reuse_input=True, mirroring=args.mirroring or None, tile_batch=args.tile_batch,
+                                progress=progress, notify=_notify)   # notes are printed as they come
+        return Segmentation(result.labels, result.geometry, result.segments, result.regions,
+                            result.seconds["total"])
+
+    def click(self, positive, negative, coordinates, progress):
+        import numpy as np
+
+        from .geometry import ras_to_lps
+        from .tasks import ClickSession
+
+        convert = ras_to_lps if coordinates == "RAS" else np.asarray
+        session = ClickSession(self.package, self.volume, device=self.args.device, notify=_notify)
+        result = session.segment_at(convert(positive), convert(negative) if negative else ())
+        return _click_segmentation(self.model, self.volume, result.label, result.mask, result.offset,
+                                   result.seconds, result.notes, result.network_passes)
+
+    def landmarks(self, progress):
+        from .tasks import detect_landmarks
+
+        result = detect_landmarks(self.package, self.volume, device=self.args.device, refine=self.args.refine,
+                                  progress=progress)
+        return LandmarkSet(result.points, result.lines, result.seconds, result.notes)
+
+    def classify(self, progress):
+        from .tasks import classify_volume
+
+        result = classify_volume(self.package, self.volume, device=self.args.device)
+        return Classification(result.as_dict(self.package, self.args.input[0]), result.seconds)
+
+
+class RemoteBackend:
+    """Runs the model on an ``nnmamba serve``: the input is read and checked here, uploaded once as raw voxels and
+    geometry (a session, deleted by :meth:`close`, also on errors and Ctrl-C), and the answer comes back in the
+    same shapes as :class:`LocalBackend`'s. Ctrl-C while a job runs cancels it on the server."""
+
+    def __init__(self, args, task):
+        from .client import Client
+
+        self.args = args
+        self.client = Client(args.server, token=args.token, token_file=args.token_file)
+        self.where = f" on {self.client.url}"
+        self.model = self.client.model(str(args.model))
+        _check_task(self.model["id"], self.model["task"], task)
+        self.volume = _read_input(args.input)
+        self.session = None
+        self.session = self.client.upload_volume(self.volume.array, self.volume.geometry, name=args.input[0].name)
+
+    def close(self):
+        from .client import BackendError
+
+        if self.session is not None:
+            with contextlib.suppress(BackendError):
+                self.client.delete_session(self.session)
+
+    def _job(self, task, progress, **options):
+        job_id = self.client.submit(self.session, task, self.model["id"], device=self.args.device, **options)
+        job = self.client.wait(job_id, progress=progress)
+        return job, self.client.result_json(job["id"])
+
+    def segment(self, progress):
+        if self.args.tile_batch != 1:
+            _notify("--tile-batch is chosen by the server; ignored with --server.")
+        job, summary = self._job("segmentation", progress, overlap=self.args.overlap,
+                                 mirroring=self.args.mirroring or None)
+        labels = _labels_of_seg_nrrd(self.client.result_bytes(job["id"]))
+        return Segmentation(labels, self.volume.geometry, summary.get("segments", []), summary.get("regions", []),
+                            _job_seconds(job), summary.get("notes", []))
+
+    def click(self, positive, negative, coordinates, progress):
+        answer = self.client.click(self.session, self.model["id"], positive, negative, coordinates)
+        return _click_segmentation(self.model, self.volume, answer["label"], answer["mask"], answer["offset"],
+                                   answer["seconds"], answer.get("notes", []), answer["network_passes"])
+
+    def landmarks(self, progress):
+        job, summary = self._job("landmarks", progress, refine=self.args.refine)
+        return LandmarkSet(summary["points"], summary["lines"], _job_seconds(job), summary.get("notes", []))
+
+    def classify(self, progress):
+        job, document = self._job("classification", progress)
+        document = {key: value for key, value in document.items() if key != "seconds"}
+        return Classification(dict(document, input=str(self.args.input[0])), _job_seconds(job))
+
+
+@contextlib.contextmanager
+def _backend(args, task):
+    backend = (RemoteBackend if args.server else LocalBackend)(args, task)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _read_input(paths):
+    from .imaging import read_channels, read_image
+
+    return read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
 
 
 def _check_task(model_id, model_task, task):
@@ -76,11 +226,58 @@ def _check_task(model_id, model_task, task):
                          f"{task} model.")
 
 
-_COMMAND = {"segmentation": "segment", "landmarks": "landmarks", "classification": "classify"}
+def _click_segmentation(model, volume, label, mask, offset, seconds, notes, passes):
+    if label == 0:
+        raise ValueError("No structure under the point(s): the model sees background there. Click on the "
+                         "structure, or use 'predict segment'.")
+    structure = next(s for s in model["outputs"]["labels"] if s["value"] == label)
+    return Segmentation(mask, volume.geometry, [dict(structure, value=1)], [], seconds, list(notes),
+                        offset=tuple(offset), reference_shape=volume.array.shape[1:], network_passes=passes)
+
+
+def _labels_of_seg_nrrd(data):
+    """The label layer of a .seg.nrrd the server sent (read through a temporary file: slicerio reads paths)."""
+    import tempfile
+
+    from .formats import read_segmentation
+
+    with tempfile.TemporaryDirectory(prefix="nnmamba-") as folder:
+        path = Path(folder) / "result.seg.nrrd"
+        path.write_bytes(data)
+        return read_segmentation(path).labels
+
+
+def _job_seconds(job):
+    started, finished = job.get("started"), job.get("finished")
+    return finished - started if started is not None and finished is not None else float("nan")
+
+
+# ------------------------------------------------------------------------------------- checks, progress, notes
+def _check_outputs(args, endings, what):
+    """Before any work: the output (and --csv) can be written and have an ending this command writes."""
+    from .formats.atomic import check_writable
+
+    check_writable(args.output, "--output")
+    if not str(args.output).lower().endswith(endings):
+        raise ValueError(f"--output {args.output}: {what} is written as {' or '.join(endings)}; give a file name "
+                         "with that ending.")
+    csv = getattr(args, "csv", None)
+    if csv is not None:
+        check_writable(csv, "--csv")
+        if not str(csv).lower().endswith(".csv"):
+            raise ValueError(f"--csv {csv}: the table is written as CSV; give a file name ending with .csv.")
+
+
+def _check_segmentation_output(args):
+    from .formats import segmentation_format
+    from .formats.atomic import check_writable
+
+    check_writable(args.output, "--output")
+    segmentation_format(args.output)
 
 
 class _ProgressBar:
-    """A tqdm bar driven by the tasks' (fraction, eta, message) callback."""
+    """A tqdm bar driven by the tasks' (fraction, eta, message) callback; cleared when the work is interrupted."""
 
     def __init__(self, quiet, description):
         from tqdm import tqdm
@@ -94,7 +291,9 @@ class _ProgressBar:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, error_type, *exc):
+        if error_type is not None:
+            self.bar.leave = False       # an error or Ctrl-C: the one line that follows says what happened
         self.bar.close()
 
 
@@ -102,221 +301,103 @@ def _notify(message):
     print(f"nnmamba: {message}", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _ctrl_c_cancels():
-    """A cancel token that the first Ctrl-C sets (the run stops cleanly at the next tile, nothing written); a
-    second Ctrl-C interrupts at once."""
-    token = CancelToken()
-    if threading.current_thread() is not threading.main_thread():
-        yield token
-        return
+def _run(args, task, method, *arguments, progress=True):
+    """Open the backend, run its ``method`` (with a progress bar for the long tasks), close; (the task's result,
+    where it ran). The notes that were not printed as they came are printed here."""
+    with _backend(args, task) as backend:
+        quiet = args.quiet or not progress
+        with _ProgressBar(quiet, f"{_COMMAND[task]} with {backend.model['id']}{backend.where}") as bar:
+            result = getattr(backend, method)(*arguments, bar)
+        for note in getattr(result, "notes", []):
+            _notify(note)
+        return result, backend.where
 
-    def on_interrupt(signum, frame):
-        if token.cancelled:
-            raise KeyboardInterrupt
-        token.cancel()
-        _notify("cancelling at the next tile (Ctrl-C again to stop at once)")
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield token
-    finally:
-        signal.signal(signal.SIGINT, previous)
+# -------------------------------------------------------------------------------------------------- commands
+def _cohort_or_single(args, task):
+    """A cohort's exit code when the cohort options are given, else None (after checking --input/--output)."""
+    from .cohort.command import is_cohort, run_cohort_command
+
+    if is_cohort(args):
+        if args.input or args.output:
+            raise ValueError("give either --input/--output (one case) or --input-dir/--inputs with --output-dir "
+                             "(a cohort), not both.")
+        return run_cohort_command(args, task, getattr(args, "output_format", ".seg.nrrd"))
+    if not args.input or args.output is None:
+        raise ValueError("give --input and --output (one case), or --input-dir/--inputs and --output-dir (a "
+                         "cohort).")
+    return None
 
 
 def cmd_segment(args):
-    if args.server:
-        return _remote_segment(args)
-    from .formats import write_segmentation
-    from .tasks import segment_volume
+    code = _cohort_or_single(args, "segmentation")
+    if code is not None:
+        return code
+    _check_segmentation_output(args)
+    result, where = _run(args, "segmentation", "segment")
+    _write_segmentation(args.output, result)
+    import numpy as np
 
-    package, volume = _load(args, "segmentation")
-    with _ProgressBar(args.quiet, f"segment with {package.id}") as bar, _ctrl_c_cancels() as cancel:
-        result = segment_volume(package, volume, device=args.device, overlap=args.overlap, reuse_input=True,
-                                mirroring=args.mirroring or None, tile_batch=args.tile_batch, progress=bar,
-                                cancel=cancel, notify=_notify)
-    write_segmentation(args.output, result.labels, result.geometry, result.segments, result.regions)
-    counts = np.bincount(result.labels.reshape(-1), minlength=package.network["out_channels"])
+    counts = np.bincount(np.asarray(result.labels).reshape(-1), minlength=max(
+        [s["value"] for s in result.segments], default=0) + 1)
     found = [f"{s['name']} ({counts[s['value']]} voxels)" for s in result.segments if counts[s["value"]]]
-    print(f"{args.output}: {len(found)} of {len(result.segments)} structures found in "
-          f"{result.seconds['total']:.1f} s" + (": " + ", ".join(found) if found else ""))
+    print(f"{args.output}: {len(found)} of {len(result.segments)} structures found in {result.seconds:.1f} s{where}"
+          + (": " + ", ".join(found) if found else ""))
+    _print_label_values(args.output, result.segments)
 
 
 def cmd_click(args):
-    if args.server:
-        return _remote_click(args)
-    from .formats import write_segmentation
-    from .geometry import ras_to_lps
-    from .tasks import ClickSession
+    _check_segmentation_output(args)
+    coordinates = "RAS" if args.ras else "LPS"
+    result, where = _run(args, "segmentation", "click", args.point, args.negative, coordinates, progress=False)
+    _write_segmentation(args.output, result)
+    structure = result.segments[0]
+    print(f"{args.output}: {structure['name']}, {int(result.labels.sum())} voxels, {result.network_passes} network "
+          f"pass(es), {result.seconds:.2f} s{where}")
+    _print_label_values(args.output, result.segments)
 
-    package, volume = _load(args, "segmentation")
-    convert = ras_to_lps if args.ras else np.asarray
-    session = ClickSession(package, volume, device=args.device, notify=_notify)
-    result = session.segment_at(convert(args.point), convert(args.negative) if args.negative else ())
-    for note in result.notes:
-        _notify(note)
-    if result.label == 0:
-        raise ValueError("No structure under the point(s): the model sees background there. Click on the "
-                         "structure, or use 'predict segment'.")
-    label = next(s for s in package.outputs["labels"] if s["value"] == result.label)
-    segment = dict(label, value=1)
-    write_segmentation(args.output, result.mask, volume.geometry, [segment], offset=result.offset,
-                       reference_shape=volume.array.shape[1:])
-    print(f"{args.output}: {label['name']}, {int(result.mask.sum())} voxels, {result.network_passes} network "
-          f"pass(es), {result.seconds:.2f} s")
+
+def _write_segmentation(path, result):
+    from .formats import write_segmentation_as
+
+    write_segmentation_as(path, result.labels, result.geometry, result.segments, result.regions,
+                          offset=result.offset, reference_shape=result.reference_shape)
+
+
+def _print_label_values(path, segments):
+    from .formats import segmentation_format
+
+    if segmentation_format(path) != ".seg.nrrd":
+        print("label values: " + ", ".join(f"{s['value']} {s['name']}" for s in segments))
 
 
 def cmd_landmarks(args):
-    if args.server:
-        return _remote_landmarks(args)
-    from .formats import write_landmarks
-    from .tasks import detect_landmarks
+    code = _cohort_or_single(args, "landmarks")
+    if code is not None:
+        return code
+    _check_outputs(args, (".mrk.json",), "a landmark set (Slicer markups)")
+    from .formats import points_with_confidence, write_landmark_csv, write_landmarks
 
-    package, volume = _load(args, "landmarks")
-    with _ProgressBar(args.quiet, f"landmarks with {package.id}") as bar, _ctrl_c_cancels() as cancel:
-        result = detect_landmarks(package, volume, device=args.device, refine=args.refine, progress=bar,
-                                  cancel=cancel)
-    points = [{"label": p["label"], "position": p["position"], "description": f"confidence {p['confidence']:.2f}"}
-              for p in result.points]
-    write_landmarks(args.output, points, result.lines)
+    result, where = _run(args, "landmarks", "landmarks")
+    write_landmarks(args.output, points_with_confidence(result.points), result.lines)
     if args.csv:
-        _write_landmark_csv(args.csv, result)
+        write_landmark_csv(args.csv, result.points, result.lines)
     for line in result.lines:
         print(f"{line['name']}: {line['length']:.1f} mm")
-    print(f"{args.output}: {len(result.points)} landmarks in {result.seconds:.1f} s")
-
-
-def _write_landmark_csv(path, result):
-    import csv
-
-    from .formats import atomic_write
-
-    with atomic_write(path) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["name", "kind", "x_lps", "y_lps", "z_lps", "confidence", "length_mm"])
-        for p in result.points:
-            writer.writerow([p["label"], "point", *(f"{v:.3f}" for v in p["position"]), f"{p['confidence']:.3f}", ""])
-        for line in result.lines:
-            writer.writerow([line["name"], "line", "", "", "", "", f"{line['length']:.3f}"])
+    print(f"{args.output}: {len(result.points)} landmarks in {result.seconds:.1f} s{where}")
 
 
 def cmd_classify(args):
-    if args.server:
-        return _remote_classify(args)
+    code = _cohort_or_single(args, "classification")
+    if code is not None:
+        return code
+    _check_outputs(args, (".json",), "a classification")
     from .formats import write_classification_csv, write_classification_json
-    from .tasks import classify_volume
 
-    package, volume = _load(args, "classification")
-    result = classify_volume(package, volume, device=args.device)
-    document = result.as_dict(package, args.input[0])
+    result, where = _run(args, "classification", "classify", progress=False)
+    document = result.document
     write_classification_json(args.output, document)
     if args.csv:
         write_classification_csv(args.csv, document)
-    table = ", ".join(f"{c} {p:.3f}" for c, p in zip(result.classes, result.probabilities))
-    print(f"{args.output}: {result.decision} ({table})")
-
-
-# ------------------------------------------------------------------------------------------ --server: over HTTP
-# The input is read and checked here, uploaded once as raw voxels + geometry (a session), and the server's result
-# file is written as it came, atomically. The session is deleted at the end, also on errors and Ctrl-C.
-
-
-@contextlib.contextmanager
-def _remote_session(args, task):
-    """(client, model.json of the server's model, the local volume, session id)."""
-    from .client import BackendError, Client
-    from .imaging import read_channels, read_image
-
-    client = Client(args.server, token=args.token, token_file=args.token_file)
-    meta = client.model(str(args.model))
-    _check_task(meta["id"], meta["task"], task)
-    paths = args.input
-    volume = read_image(paths[0]) if len(paths) == 1 else read_channels(paths)
-    session = client.upload_volume(volume.array, volume.geometry, name=paths[0].name)
-    try:
-        yield client, meta, volume, session
-    finally:
-        with contextlib.suppress(BackendError):
-            client.delete_session(session)
-
-
-def _remote_job(args, client, session, task, model_id, **options):
-    """Submit, follow with the progress bar (Ctrl-C cancels the job on the server); the finished job dict."""
-    with _ProgressBar(args.quiet, f"{_COMMAND[task]} with {model_id} on {client.url}") as bar:
-        job_id = client.submit(session, task, model_id, device=args.device, **options)
-        return client.wait(job_id, progress=bar)
-
-
-def _save(path, data):
-    from .formats import atomic_write
-
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
-def _job_seconds(job):
-    started, finished = job.get("started"), job.get("finished")
-    return finished - started if started is not None and finished is not None else float("nan")
-
-
-def _remote_segment(args):
-    if args.tile_batch != 1:
-        _notify("--tile-batch is chosen by the server; ignored with --server.")
-    with _remote_session(args, "segmentation") as (client, meta, _, session):
-        job = _remote_job(args, client, session, "segmentation", meta["id"], overlap=args.overlap,
-                          mirroring=args.mirroring or None)
-        summary = client.result_json(job["id"])
-        _save(args.output, client.result_bytes(job["id"]))
-    for note in summary.get("notes", []):
-        _notify(note)
-    segments = summary.get("segments", [])
-    print(f"{args.output}: {len(segments)} structures written in {_job_seconds(job):.1f} s on {client.url}")
-
-
-def _remote_click(args):
-    from .formats import write_segmentation
-
-    with _remote_session(args, "segmentation") as (client, meta, volume, session):
-        result = client.click(session, meta["id"], args.point, args.negative, "RAS" if args.ras else "LPS")
-    for note in result.get("notes", []):
-        _notify(note)
-    if result["label"] == 0:
-        raise ValueError("No structure under the point(s): the model sees background there. Click on the "
-                         "structure, or use 'predict segment'.")
-    label = next(s for s in meta["outputs"]["labels"] if s["value"] == result["label"])
-    write_segmentation(args.output, result["mask"], volume.geometry, [dict(label, value=1)], offset=result["offset"],
-                       reference_shape=volume.array.shape[1:])
-    print(f"{args.output}: {label['name']}, {int(result['mask'].sum())} voxels, {result['network_passes']} network "
-          f"pass(es), {result['seconds']:.2f} s on {client.url}")
-
-
-def _remote_landmarks(args):
-    from types import SimpleNamespace
-
-    with _remote_session(args, "landmarks") as (client, meta, _, session):
-        job = _remote_job(args, client, session, "landmarks", meta["id"], refine=args.refine)
-        result = client.result_json(job["id"])
-        _save(args.output, client.result_bytes(job["id"]))
-    for note in result.get("notes", []):
-        _notify(note)
-    if args.csv:
-        _write_landmark_csv(args.csv, SimpleNamespace(points=result["points"], lines=result["lines"]))
-    for line in result["lines"]:
-        print(f"{line['name']}: {line['length']:.1f} mm")
-    print(f"{args.output}: {len(result['points'])} landmarks in {_job_seconds(job):.1f} s on {client.url}")
-
-
-def _remote_classify(args):
-    import json
-
-    from .formats import write_classification_csv
-
-    with _remote_session(args, "classification") as (client, meta, _, session):
-        job = _remote_job(args, client, session, "classification", meta["id"])
-        data = client.result_bytes(job["id"])
-    document = json.loads(data)
-    _save(args.output, data)
-    if args.csv:
-        write_classification_csv(args.csv, document)
     table = ", ".join(f"{c} {p:.3f}" for c, p in zip(document["classes"], document["probabilities"]))
-    print(f"{args.output}: {document['decision']} ({table})")
+    print(f"{args.output}: {document['decision']} ({table}){where}")

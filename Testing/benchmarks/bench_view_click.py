@@ -17,8 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "Testing" / "views")]
 
-import conftest  # noqa: E402  (module folders on sys.path, EGL)
 from slice_views import SliceViews  # noqa: E402
+
+import conftest  # noqa: E402  (module folders on sys.path, EGL)
 
 CT = ROOT / "Resources" / "SampleData" / "NNMambaDemoAbdomenCT.nrrd"
 MODEL = "demo-abdomen-ct"

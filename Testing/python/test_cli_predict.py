@@ -155,25 +155,4 @@ def test_a_model_of_another_task_is_refused(capsys, models, image, tmp_path):
     assert code == 2 and "segmentation model" in err
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_a_run_exits_130_and_writes_nothing(models, tmp_path):
-    import re
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    image = write(tmp_path / "big.nrrd", np.random.default_rng(0).normal(size=(64, 96, 96)).astype(np.float32))
-    output = tmp_path / "never.seg.nrrd"
-    child = subprocess.Popen([sys.executable, "-m", "nnmamba", "predict", "segment", "--model",
-                              str(models["seg"].root), "--input", str(image), "--output", str(output),
-                              "--overlap", "0.9"], stderr=subprocess.PIPE, text=True)
-    seen = ""
-    deadline = time.monotonic() + 120
-    while not re.search(r"<\d+:\d+", seen) and time.monotonic() < deadline:  # a tile is done: an ETA is shown
-        seen += child.stderr.read(1)
-    child.send_signal(signal.SIGINT)
-    _, rest = child.communicate(timeout=60)
-    assert child.returncode == 130, seen + rest
-    assert "cancelling at the next tile" in rest and "cancelled; no output was written" in rest
-    assert not output.exists() and not list(tmp_path.glob(".tmp-*"))
+# Ctrl-C at every moment of a real process: test_ctrl_c.py

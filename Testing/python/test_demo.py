@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from nnmamba.cli import main
 from nnmamba.demo.datasets import read_dataset, write_phantom_dataset
 from nnmamba.demo.evaluation import evaluate
-from nnmamba.demo.preview import write_preview
+from nnmamba.demo.preview import HEADER, PANEL_HEIGHT, VIEWS, distinct_colors, write_preview
 from nnmamba.demo.recipes import RECIPES
 from nnmamba.demo.samples import SAMPLES, SampleDataError, sample_data_dir, sample_file, sample_phantom
 from nnmamba.demo.showcase import demo_package
@@ -121,7 +121,13 @@ def test_demo_writes_slicer_files_previews_and_a_scored_summary(capsys, tmp_path
     for sample in SAMPLES:
         assert (tmp_path / sample.filename).read_bytes() == sample_file(sample).read_bytes()
         preview = sitk.ReadImage(str(tmp_path / f"{sample.name}.png"))
-        assert preview.GetNumberOfComponentsPerPixel() == 3 and preview.GetSize()[1] == 256
+        assert preview.GetNumberOfComponentsPerPixel() == 3 and preview.GetSize()[1] > PANEL_HEIGHT + HEADER
+    assert "[1/3] segmentation: demo-abdomen-ct on NNMambaDemoAbdomenCT.nrrd ..." in err   # steps as they go
+    assert "[3/3] classification: atrophy" in err
+    expected = {name for sample in SAMPLES for name in (sample.filename, f"{sample.name}.png")}
+    expected |= {"NNMambaDemoAbdomenCT.seg.nrrd", "NNMambaDemoFetalBrain.mrk.json",
+                 "NNMambaDemoBrainAtrophy.classification.json"}
+    assert {p.name for p in tmp_path.iterdir()} == expected     # nothing else: no staging folder left
     segmentation = read_segmentation(tmp_path / "NNMambaDemoAbdomenCT.seg.nrrd")
     assert [s["name"] for s in segmentation.segments][:2] == ["liver", "spleen"]
     markups = json.loads((tmp_path / "NNMambaDemoFetalBrain.mrk.json").read_text())
@@ -142,10 +148,35 @@ def test_preview_marks_a_landmark_where_it_is(tmp_path):
     point = geometry.index_to_lps(np.array([[20.0, 8.0, 5.0]]))[0]
     path = write_preview(tmp_path / "p.png", volume_from_array(array[None], geometry), points=[(point, (1, 0, 0))])
     canvas = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    axial = canvas[:, :256]  # 32 x 32 mm: a square first panel
+    axial = canvas[HEADER:HEADER + PANEL_HEIGHT, :256]  # 32 x 32 mm: a square first panel under the title band
     row, col = int((8 + 0.5) * 256 / 32), int((20 + 0.5) * 256 / 32)
     assert tuple(axial[row, col]) == (255, 0, 0)
     assert not np.all(axial[10, 10] == (255, 0, 0))
+
+
+def test_preview_has_a_legend_in_distinct_colours_orientation_letters_and_a_scale_bar(tmp_path):
+    geometry = Geometry.create(origin=(0, 0, 0), spacing=(1.0, 1.0, 1.0))
+    array = np.random.default_rng(0).normal(size=(40, 64, 64)).astype(np.float32)
+    labels = np.zeros((40, 64, 64), np.uint8)
+    labels[10:30, 10:30, 10:30], labels[10:30, 34:54, 34:54] = 1, 2
+    same = (0.7255, 0.4, 0.3255)                           # both kidneys share Slicer's kidney colour
+    path = write_preview(tmp_path / "p.png", volume_from_array(array[None], geometry), labels, {1: same, 2: same},
+                         names={1: "right kidney", 2: "left kidney"}, title="two kidneys",
+                         caption=["Decision: atrophy, p = 0.953"])
+    canvas = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(int)
+    assert canvas.shape[0] > HEADER + PANEL_HEIGHT + 30     # room for the legend and the caption
+    drawn = distinct_colors({1: same, 2: same})
+    assert drawn[1] == same and np.linalg.norm(np.subtract(drawn[2], same)) > 0.3
+    axial = canvas[HEADER:HEADER + PANEL_HEIGHT, :256]
+    outline = {tuple(np.round(np.multiply(c, 255)).astype(int)) for c in drawn.values()}
+    assert outline <= {tuple(pixel) for pixel in axial.reshape(-1, 3)}       # each segment in its own colour
+    legend = canvas[HEADER + PANEL_HEIGHT:]
+    for color in outline:                                    # and each colour in the legend
+        assert (np.abs(legend - color).sum(axis=-1) == 0).any()
+    assert (axial[PANEL_HEIGHT - 12:PANEL_HEIGHT - 6, 150:250] == 255).all(axis=-1).any()   # the scale bar
+    assert VIEWS[0][3] == ("A", "P", "R", "L") and VIEWS[1][3] == ("S", "I", "R", "L")    # radiological
+    text_rows = (canvas[HEADER:HEADER + PANEL_HEIGHT, 120:136] > 200).all(axis=-1).any(axis=1)
+    assert text_rows[:20].any()                              # the letter "A" at the top of the axial panel
 
 
 # -------------------------------------------------------------------------------------- training from a folder

@@ -623,13 +623,13 @@ def test_nnmamba_serve_prints_its_url_and_token_file(models_dir, tmp_path):
 def test_nnmamba_serve_without_fastapi_says_what_to_install():
     code = "import sys; sys.modules['fastapi'] = None; from nnmamba.cli import main; sys.exit(main(['serve']))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 4 and "pip install 'nnmamba[server]'" in done.stderr
+    assert done.returncode == 4 and "pip install -e '.[server]' in the nnmamba" in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------- schemathesis
 
 @pytest.mark.slow
-@pytest.mark.skipif(schemathesis is None, reason="schemathesis is not installed (pip install 'nnmamba[test]')")
+@pytest.mark.skipif(schemathesis is None, reason="schemathesis is not installed (pip install -e '.[test]')")
 def test_fuzzed_requests_never_get_a_5xx(server):
     """Valid and invalid requests generated from /openapi.json, a few per operation: every answer is < 500.
     (schemathesis' own pytest fixture loader does not work with pytest 9, so hypothesis drives it directly.)"""

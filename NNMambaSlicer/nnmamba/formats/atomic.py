@@ -82,3 +82,22 @@ def read_json(path):
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def check_writable(path, what="output"):
+    """Before any work: ValueError (one line) when ``path`` cannot be written: it is a folder, its folder is a
+    file, or the folder (or the nearest one that exists, for folders still to be made) refuses a new file."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{what} {target} is a folder; give a file name in it (e.g. {target / 'result'}...).")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {what} {target}: {folder} is a file, not a folder.")
+    try:
+        os.remove(_create_temp_file(folder, ".probe"))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"cannot write {what} {target}: the folder {folder} refuses new files ({reason}); choose "
+                         "another folder.") from None

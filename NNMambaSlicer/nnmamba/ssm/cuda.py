@@ -1,4 +1,4 @@
-"""The mamba-ssm / causal-conv1d CUDA kernels, when they are installed (``pip install nnmamba[cuda]``)."""
+"""The mamba-ssm / causal-conv1d CUDA kernels, when they are installed (``pip install -e ".[cuda]"``)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def cuda_conv_kernel():
 def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
     kernel, reason = cuda_scan_kernel()
     if kernel is None:
-        raise RuntimeError(f"The 'cuda' scan back end was requested but {reason}. Install the extra: "
-                           "pip install 'nnmamba[cuda]' on a machine with CUDA, or choose 'torch'.")
+        raise RuntimeError(f"The 'cuda' scan back end was requested but {reason}. Install the extra: pip install -e "
+                           "'.[cuda]' in the nnmamba checkout on a machine with CUDA, or choose 'torch'.")
     if not u.is_cuda:
         raise RuntimeError("The 'cuda' scan back end needs CUDA tensors; move the model to a GPU or choose 'torch'.")
     return kernel(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
