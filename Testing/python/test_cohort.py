@@ -190,3 +190,31 @@ def test_ray_on_this_machine_gives_the_same_files_and_retries_a_killed_workers_c
     for seed in (4101, 4102, 4103):
         name = f"patient-{seed}.seg.nrrd"
         assert label_map(out / name) == label_map(local / name)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_cohort_with_the_manifest_of_the_finished_cases(ct_cohort, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    cohort = tmp_path / "in"
+    cohort.mkdir()
+    for copy in range(4):
+        (cohort / f"p{copy}.nrrd").write_bytes((ct_cohort / "patient-4101.nrrd").read_bytes())
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "nnmamba", "predict", "segment", "--model", "demo-abdomen-ct",
+                                "--input-dir", str(cohort), "--output-dir", str(out), "--device", "cpu", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "results.jsonl").is_file():   # the first case finished
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "--resume goes on" in stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert 1 <= len(rows) < 4 and all(row["status"] == "done" for row in rows)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["results.csv", "results.jsonl"]
+                                                           + [row["outputs"] for row in rows])   # nothing partial

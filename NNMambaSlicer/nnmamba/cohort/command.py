@@ -1,15 +1,14 @@
 """``nnmamba predict TASK --input-dir DIR | --inputs LIST.csv --output-dir OUT``: the cohort options of the predict
-commands and what they run. Exit code: 0 when every case is done, 1 when some failed (the manifest says which and
-why), 2 for a usage error (raised as ValueError, which the CLI prints as one line), 130 on Ctrl-C (the manifest
-holds every case that finished)."""
+commands and what they run. Exit status: the number of cases that failed (at most 125; 0 when every case is done; the
+manifest says which and why), 2 for a usage error before any case ran (raised as ValueError, which the CLI prints as
+one line), 130 on Ctrl-C (the manifest holds every case that finished)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-EXAMPLE = ("nnmamba predict segment --model demo-abdomen-ct --input-dir scans/ --output-dir results/ [--resume] "
-           "[--ray [ADDRESS]]")
+MAX_FAILED_STATUS = 125   # exit statuses above are the shell's (126-128) and signals' (128+N)
 
 
 def add_cohort_options(parser):
@@ -80,5 +79,5 @@ def run_cohort_command(args, task, segmentation_format=".seg.nrrd"):
     for row in summary.rows:
         if row["status"] != "done":
             print(f"  {row['case']}: {row.get('error', 'failed')}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return min(summary.failed, MAX_FAILED_STATUS)
 
