@@ -160,7 +160,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import importlib
 
         for name in ("volumes", "install", "environment_report", "models", "classification_nodes", "sample_data",
-                     "settings", "job_panel", "self_test", "parameter_binding"):
+                     "settings", "background", "job_panel", "self_test", "parameter_binding"):
             importlib.reload(importlib.import_module(f"NNMambaSlicerLib.{name}"))
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -238,7 +238,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRefreshEnvironment(self) -> None:
         """Collected in the background: it asks the backend, which may be slow to answer."""
-        from NNMambaSlicerLib.job_panel import BackgroundCall
+        from NNMambaSlicerLib.background import BackgroundCall
 
         self.ui.environmentTextEdit.setPlainText(_("Collecting..."))
         self._inBackground(BackgroundCall(self.logic.environmentText, self._device()),
@@ -370,7 +370,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onVerifyModel(self) -> None:
         """Hash the weights in the background (a large model takes seconds)."""
-        from NNMambaSlicerLib.job_panel import BackgroundCall
+        from NNMambaSlicerLib.background import BackgroundCall
 
         with slicer.util.tryWithErrorDisplay(_("The model did not pass the check."), waitCursor=False):
             model_id, where, state = self._selectedModelPath()
@@ -403,7 +403,7 @@ class NNMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _importModel(self, path, options=None) -> None:
         """Import in the background (reading, converting and hashing a checkpoint takes a while); questions about
         trust or replacing come back here and import again with the answer."""
-        from NNMambaSlicerLib.job_panel import BackgroundCall
+        from NNMambaSlicerLib.background import BackgroundCall
 
         options = dict(options or {})
         preset = self.ui.presetComboBox.itemData(self.ui.presetComboBox.currentIndex) or None

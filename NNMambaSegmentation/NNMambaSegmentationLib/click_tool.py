@@ -204,6 +204,21 @@ class ClickTool:
         self.on_changed()
         return outcome
 
+    def wait(self, timeout=600.0, interval=0.002):
+        """Poll until the pending click is answered (scripts, tests, benchmarks); its ClickOutcome, or None when a
+        refused click only got a status line."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.pending is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"The click was not answered within {timeout:g} s.")
+            outcome = self.poll()
+            if outcome is not None:
+                return outcome
+            time.sleep(interval)
+        return None
+
     def undo(self, session):
         """Undo the last answered click in ``session``; returns the structure's name."""
         try:

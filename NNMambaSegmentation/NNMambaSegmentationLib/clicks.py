@@ -18,13 +18,13 @@ stack. The network calls (the upload, when the server lacks the volume, and the 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
 from NNMambaSlicerLib.backend import UploadExpired
+from NNMambaSlicerLib.background import BackgroundCall
 
 from .labelmaps import read_box, volume_ijk_to_ras, volume_shape, write_box
 from .segments import add_structure_segment, find_segment, prepare_segmentation_node
@@ -246,38 +246,22 @@ class PendingClick:
         self.request = request
         self.started = started
         self._retried = False
-        self._start()
-
-    def _start(self):
-        self._answer = None
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="nnmamba-click", daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        try:
-            self._answer = self.session.ask(self.request)
-        except BaseException as error:   # handed to the GUI thread by finish()
-            self._error = error
+        self._call = BackgroundCall(session.ask, request, name="nnmamba-click")
 
     @property
     def done(self):
-        if self._thread.is_alive():
+        if not self._call.finished:
             return False
-        if isinstance(self._error, UploadExpired) and not self._retried:
+        if isinstance(self._call.error, UploadExpired) and not self._retried:
             self._retried = True
             self.request = self.session.prepare(self.request.world, self.request.positive, snapshot=True)
-            self._start()
+            self._call = BackgroundCall(self.session.ask, self.request, name="nnmamba-click")
             return False
         return True
 
     def finish(self, timeout=None):
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("The server has not answered the click yet.")
-        if self._error is not None:
-            raise self._error
-        return self.session.apply(self.request, self._answer, self.started)
+        answer = self._call.result(timeout, "The server has not answered the click yet.")
+        return self.session.apply(self.request, answer, self.started)
 
 
 def describe_click(outcome):

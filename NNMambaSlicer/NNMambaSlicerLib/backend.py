@@ -533,34 +533,24 @@ class BackendStarter:
     and the server then still has an owner."""
 
     def __init__(self, factory, share=True, description="the NNMamba backend"):
-        self.description = description
-        self._factory = factory
-        self._share = share
-        self._backend = None
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="nnmamba-backend-start", daemon=True)
-        self._thread.start()
+        from .background import BackgroundCall
 
-    def _run(self):
-        try:
-            backend = self._factory()
-            if self._share:
-                set_shared_backend(backend)
-            self._backend = backend
-        except BaseException as error:   # handed to the GUI thread by result()
-            self._error = error
+        self.description = description
+        self._share = share
+        self._call = BackgroundCall(self._make, factory, name="nnmamba-backend-start")
+
+    def _make(self, factory):
+        backend = factory()
+        if self._share:
+            set_shared_backend(backend)
+        return backend
 
     @property
     def finished(self):
-        return not self._thread.is_alive()
+        return self._call.finished
 
     def result(self, timeout=None):
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"{self.description[:1].upper()}{self.description[1:]} is still starting.")
-        if self._error is not None:
-            raise self._error
-        return self._backend
+        return self._call.result(timeout, f"{self.description[:1].upper()}{self.description[1:]} is still starting.")
 
 
 def starting_backend():

@@ -11,35 +11,7 @@ from __future__ import annotations
 
 import threading
 
-
-class BackgroundCall:
-    """``function(*args)`` in a daemon thread; poll :attr:`finished`, then :meth:`result` returns its value or
-    raises what it raised."""
-
-    def __init__(self, function, *args, name="nnmamba-call", **kwargs):
-        self._value = None
-        self._error = None
-
-        def run():
-            try:
-                self._value = function(*args, **kwargs)
-            except BaseException as error:   # handed to the GUI thread by result()
-                self._error = error
-
-        self._thread = threading.Thread(target=run, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def finished(self):
-        return not self._thread.is_alive()
-
-    def result(self, timeout=None):
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("The background call is still running.")
-        if self._error is not None:
-            raise self._error
-        return self._value
+from .background import BackgroundCall
 
 
 def _ignore(*args):

@@ -17,20 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "Testing" / "views")]
 
-from slice_views import SliceViews  # noqa: E402
+from slice_views import SliceViews, liver_centre  # noqa: E402
 
 import conftest  # noqa: E402  (module folders on sys.path, EGL)
 
 CT = ROOT / "Resources" / "SampleData" / "NNMambaDemoAbdomenCT.nrrd"
 MODEL = "demo-abdomen-ct"
-
-
-def answered(tool):
-    while True:
-        outcome = tool.poll()
-        if outcome is not None:
-            return outcome
-        time.sleep(0.002)
 
 
 def one_round(backend, liver_ras):
@@ -58,7 +50,7 @@ def one_round(backend, liver_ras):
             started = time.perf_counter()
             views.click(xy)            # Slicer's interactor style and markups widget place the point (and render)
             placed = time.perf_counter()
-            outcome = answered(tool)   # the server's answer written into the segment
+            outcome = tool.wait()   # the server's answer written into the segment
             written = time.perf_counter()
             views.pixels()             # rendered with the overlay
             times.append(time.perf_counter() - started)
@@ -66,28 +58,6 @@ def one_round(backend, liver_ras):
             assert outcome.structure == "liver", outcome
         tool.stop()
         return times[0], times[1], full, phases
-    finally:
-        views.close()
-
-
-def liver_centre(backend):
-    import tempfile
-
-    import numpy as np
-
-    from nnmamba.formats import read_segmentation
-
-    views = SliceViews()
-    try:
-        volume = views.load_volume(CT)
-        job = backend.start_job([volume], "segmentation", MODEL)
-        job.wait(timeout=600)
-        with tempfile.TemporaryDirectory() as folder:
-            result = read_segmentation(job.result_file(folder))
-        value = next(segment["value"] for segment in result.segments if segment["name"] == "liver")
-        voxels = np.argwhere(result.labels == value)
-        k, j, i = voxels[np.argmin(np.abs(voxels - voxels.mean(0)).sum(1))]
-        return (result.geometry.ijk_to_ras() @ np.array([i, j, k, 1.0]))[:3]
     finally:
         views.close()
 
@@ -100,7 +70,7 @@ def main(argv=None):
 
     backend = Backend.local(device="cpu", python=conftest.backend_python())
     try:
-        liver = liver_centre(backend)
+        liver = liver_centre(backend, CT, MODEL)
         rounds = [one_round(backend, liver) for _ in range(args.rounds)]
     finally:
         backend.stop()

@@ -17,3 +17,34 @@ for _module_folder in ("NNMambaSlicer", "NNMambaSegmentation", "NNMambaLandmarks
 def _seed_and_clean_env(monkeypatch):
     torch.manual_seed(0)
     monkeypatch.delenv("NNMAMBA_SCAN_BACKEND", raising=False)
+
+
+@pytest.fixture
+def scene():
+    """A fresh slicer-core MRML scene with the module logics attached (Testing/python/slicer_scene.py)."""
+    from slicer_scene import new_scene
+
+    slicer_scene = new_scene()
+    yield slicer_scene
+    slicer_scene.close()
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    """A models folder with a small segmentation and a small classification package (random weights)."""
+    from model_packages import classification_package, segmentation_package
+
+    root = tmp_path_factory.mktemp("hub-models")
+    segmentation_package(root / "test-seg")
+    classification_package(root / "test-cls")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_backend(models_root):
+    """A real private server started the way the Slicer modules start it (child interpreter, random token)."""
+    from NNMambaSlicerLib.backend import Backend
+
+    backend = Backend.local(device="cpu", models_dir=models_root, python=sys.executable)
+    yield backend
+    backend.stop()

@@ -18,7 +18,6 @@ from NNMambaSlicerLib.volumes import VolumeNodeError, add_volume, volume_array, 
 
 from nnmamba.geometry import Geometry
 
-from model_packages import classification_package, segmentation_package
 from slicer_scene import new_scene
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +27,6 @@ OBLIQUE = Geometry.create((12.5, -30.0, 4.25), (0.7, 0.9, 2.5),
                           [[np.cos(ANGLE), 0, np.sin(ANGLE)], [0, 1, 0], [-np.sin(ANGLE), 0, np.cos(ANGLE)]])
 FLIPPED = Geometry.create((-3.0, 8.0, 100.0), (1.0, 1.25, 3.0), [[-1, 0, 0], [0, 0, 1], [0, 1, 0]])
 LEFT_HANDED = Geometry.create((-3.0, 8.0, 100.0), (1.0, 1.25, 3.0), [[-1, 0, 0], [0, 0, 1], [0, -1, 0]])
-
-
-@pytest.fixture
-def scene():
-    slicer_scene = new_scene()
-    yield slicer_scene
-    slicer_scene.close()
 
 
 def random_volume(shape=(6, 9, 11), dtype=np.int16, seed=0):
@@ -137,22 +129,6 @@ def test_add_volume_as_label_map_and_with_64_bit_labels(scene):
 
 
 # ------------------------------------------------------------------------------------------------------ backend
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub-models")
-    segmentation_package(root / "test-seg")
-    classification_package(root / "test-cls")
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_backend(models_root):
-    """A real private server started the way the Slicer module starts it (child interpreter, random token)."""
-    backend = Backend.local(device="cpu", models_dir=models_root, python=sys.executable)
-    yield backend
-    backend.stop()
-
 
 def test_local_backend_lists_models_by_task(local_backend):
     assert local_backend.kind == "local" and local_backend.is_alive()

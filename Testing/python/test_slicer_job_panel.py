@@ -12,37 +12,12 @@ import time
 import numpy as np
 import pytest
 from NNMambaSlicerLib import backend as backend_module
-from NNMambaSlicerLib.backend import Backend
+from NNMambaSlicerLib.background import BackgroundCall
 from NNMambaSlicerLib.classification_nodes import ClassificationRun, read_decision
-from NNMambaSlicerLib.job_panel import BackgroundCall, JobPanel
+from NNMambaSlicerLib.job_panel import JobPanel
 from NNMambaSlicerLib.volumes import add_volume, first_scalar_volume
 
 from nnmamba.geometry import Geometry
-
-from model_packages import classification_package, segmentation_package
-from slicer_scene import new_scene
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("panel-models")
-    segmentation_package(root / "test-seg")
-    classification_package(root / "test-cls")
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_backend(models_root):
-    backend = Backend.local(device="cpu", models_dir=models_root, python=sys.executable)
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
-def scene():
-    slicer_scene = new_scene()
-    yield slicer_scene
-    slicer_scene.close()
 
 
 @pytest.fixture

@@ -47,13 +47,6 @@ def distance(a, b):
     return math.dist(a, b)
 
 
-@pytest.fixture
-def scene():
-    slicer_scene = new_scene()
-    yield slicer_scene
-    slicer_scene.close()
-
-
 def nodes_of_class(scene, class_name):
     collection = scene.scene.GetNodesByClass(class_name)
     return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]

@@ -74,13 +74,6 @@ def label_map():
 
 
 @pytest.fixture
-def scene():
-    slicer_scene = new_scene()
-    yield slicer_scene
-    slicer_scene.close()
-
-
-@pytest.fixture
 def volume(scene):
     return add_volume(scene.scene, np.zeros(SHAPE, np.int16), GRID, "abdomen")
 
@@ -462,17 +455,6 @@ def test_click_on_a_transformed_volume_uses_its_own_frame(backend, model_labels,
         clicks.click(ras_of(inside(model_labels, 2)) + [0.0, 400.0, 0.0])
 
 
-def poll_click_tool(tool, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while tool.pending is not None:
-        assert time.monotonic() < deadline, "the click was not answered"
-        outcome = tool.poll()
-        if outcome is not None:
-            return outcome
-        time.sleep(0.01)
-    return None
-
-
 def test_click_tool_places_answers_undoes_and_leaves_slicer_as_it_found_it(backend, model_labels, click_scene,
                                                                             scene):
     """The module's click tool on real MRML: place mode on our list, a placed point answered in the background
@@ -498,12 +480,12 @@ def test_click_tool_places_answers_undoes_and_leaves_slicer_as_it_found_it(backe
 
     tool.place(ras_of(inside(model_labels, 1)))
     assert node.GetSegmentation().GetNumberOfSegments() == 0   # answered in the background, written on poll
-    first = poll_click_tool(tool)
+    first = tool.wait(timeout=60)
     assert first.structure == "structure 1" and first.changed > 0 and first.network_passes > 0
     assert lines[-1].startswith("Last click: structure 1: +")
-    again = tool.place(ras_of(inside(model_labels, 1, nth=3))) or poll_click_tool(tool)
+    again = tool.place(ras_of(inside(model_labels, 1, nth=3))) or tool.wait(timeout=60)
     assert again.network_passes == 0 and points.GetNumberOfControlPoints() == 1   # nothing new: point removed
-    removal = tool.place(ras_of(inside(model_labels, 1)), positive=False) or poll_click_tool(tool)
+    removal = tool.place(ras_of(inside(model_labels, 1)), positive=False) or tool.wait(timeout=60)
     assert not removal.positive and removal.changed == first.changed
     assert points.GetNthControlPointDescription(1) == "negative"
     assert segment_array(node, "structure 1", volume).sum() == 0

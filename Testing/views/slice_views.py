@@ -126,3 +126,24 @@ class SliceViews:
         writer.SetInputConnection(grab.GetOutputPort())
         writer.Write()
         return path
+
+
+def liver_centre(backend, ct_path, model):
+    """RAS of the voxel nearest the middle of the liver, from the model's own full segmentation of the CT."""
+    import tempfile
+
+    from nnmamba.formats import read_segmentation
+
+    views = SliceViews()
+    try:
+        volume = views.load_volume(ct_path)
+        job = backend.start_job([volume], "segmentation", model)
+        job.wait(timeout=600)
+        with tempfile.TemporaryDirectory() as folder:
+            result = read_segmentation(job.result_file(folder))
+        value = next(segment["value"] for segment in result.segments if segment["name"] == "liver")
+        voxels = np.argwhere(result.labels == value)
+        k, j, i = voxels[np.argmin(np.abs(voxels - voxels.mean(0)).sum(1))]
+        return tuple(float(v) for v in (result.geometry.ijk_to_ras() @ np.array([i, j, k, 1.0]))[:3])
+    finally:
+        views.close()

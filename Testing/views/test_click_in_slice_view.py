@@ -5,8 +5,6 @@ and the rendered view shows it. A Ctrl-click (which place mode ignores) removes 
 
 from __future__ import annotations
 
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,35 +17,9 @@ MODEL = "demo-abdomen-ct"
 
 @pytest.fixture(scope="module")
 def liver_ras(backend):
-    """The RAS point in the middle of the liver, from the demo model's own full segmentation of the sample."""
-    from slice_views import SliceViews
+    from slice_views import liver_centre
 
-    from nnmamba.formats import read_segmentation
-
-    views = SliceViews()
-    try:
-        volume = views.load_volume(CT)
-        job = backend.start_job([volume], "segmentation", MODEL)
-        job.wait(timeout=300)
-        with tempfile.TemporaryDirectory() as folder:
-            result = read_segmentation(job.result_file(folder))
-        value = next(segment["value"] for segment in result.segments if segment["name"] == "liver")
-        voxels = np.argwhere(result.labels == value)
-        k, j, i = voxels[np.argmin(np.abs(voxels - voxels.mean(0)).sum(1))]
-        return tuple(float(v) for v in (result.geometry.ijk_to_ras() @ np.array([i, j, k, 1.0]))[:3])
-    finally:
-        views.close()
-
-
-def wait_for_answer(tool, timeout=300.0):
-    deadline = time.monotonic() + timeout
-    while tool.pending is not None:
-        assert time.monotonic() < deadline, "the click was not answered"
-        outcome = tool.poll()
-        if outcome is not None:
-            return outcome
-        time.sleep(0.01)
-    return None
+    return liver_centre(backend, CT, MODEL)
 
 
 def colour_distance(a, b):
@@ -92,7 +64,7 @@ def test_a_click_on_the_liver_in_a_slice_view_segments_it(views, backend, liver_
     placed = [0.0, 0.0, 0.0]
     points.GetNthControlPointPositionWorld(0, placed)
     np.testing.assert_allclose(placed, views.ras_of(xy), atol=1e-6)
-    first = wait_for_answer(tool)
+    first = tool.wait(timeout=300)
     assert first.structure == "liver" and first.changed > 1000 and first.network_passes > 0
     liver = find_segment(segmentation, "liver")
     colour = 255 * np.array(segmentation.GetSegmentation().GetSegment(liver).GetColor())
@@ -101,11 +73,11 @@ def test_a_click_on_the_liver_in_a_slice_view_segments_it(views, backend, liver_
     assert colour_distance(shown, colour) < colour_distance(plain, colour) - 20, (plain, shown, colour)
     views.save_png(tmp_path / "liver-clicked.png")
 
-    again = views.click(views.xy_of(np.add(liver_ras, (3.0, 3.0, 0.0)))) or wait_for_answer(tool)
+    again = views.click(views.xy_of(np.add(liver_ras, (3.0, 3.0, 0.0)))) or tool.wait(timeout=300)
     assert again.structure == "liver" and again.network_passes == 0   # the second click comes from the cache
 
     views.click(xy, control=True)                          # Ctrl-click: place mode ignores it, the tool does not
-    removal = wait_for_answer(tool)
+    removal = tool.wait(timeout=300)
     assert not removal.positive and removal.structure == "liver" and removal.changed == first.changed
     assert colour_distance(views.pixel(probe), plain) < 1.0   # the overlay is gone
     assert points.GetNthControlPointDescription(points.GetNumberOfControlPoints() - 1) == "negative"
