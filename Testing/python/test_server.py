@@ -27,6 +27,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+from raw_http import RawHTTP  # noqa: E402
 
 from nnmamba import __version__  # noqa: E402
 from nnmamba.formats import read_landmarks, read_segmentation  # noqa: E402
@@ -65,33 +66,11 @@ def geometry_header(geometry=GEOMETRY):
                        "direction": geometry.direction.reshape(-1).tolist()})
 
 
-class Client:
-    """Just enough HTTP: every call returns (status, headers, body bytes), errors included."""
+class Client(RawHTTP):
+    """RawHTTP with this file's token and its refusal and upload checks."""
 
     def __init__(self, url, token=TOKEN):
-        self.url = url
-        self.token = token
-
-    def call(self, method, path, body=None, headers=None, json_body=None, auth=True, timeout=60):
-        headers = dict(headers or {})
-        if auth:
-            headers.setdefault("Authorization", f"Bearer {self.token}")
-        if json_body is not None:
-            body = json_body if isinstance(json_body, bytes) else json.dumps(json_body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        elif body is not None:
-            headers.setdefault("Content-Type", "application/octet-stream")
-        request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-
-    def json(self, method, path, expect=200, **kwargs):
-        status, _, body = self.call(method, path, **kwargs)
-        assert status == expect, (status, body)
-        return json.loads(body) if body else None
+        super().__init__(url, token)
 
     def refused(self, method, path, status, contains="", **kwargs):
         """A refusal: the status, a one-sentence detail (containing ``contains``), and the server still up."""

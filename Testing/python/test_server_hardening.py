@@ -30,6 +30,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from raw_http import RawHTTP  # noqa: E402
+
 from nnmamba.geometry import Geometry, direction_problem  # noqa: E402
 from nnmamba.imaging import write_image  # noqa: E402
 from nnmamba.inference import tile_starts  # noqa: E402
@@ -62,31 +64,11 @@ def geometry_header(origin=(0, 0, 0), spacing=(1, 1, 1), direction=(1, 0, 0, 0, 
     return json.dumps({"origin": list(origin), "spacing": list(spacing), "direction": list(direction)})
 
 
-class Client:
+class Client(RawHTTP):
+    """RawHTTP with this file's token and its refusal checks."""
+
     def __init__(self, url, token=TOKEN):
-        self.url, self.token = url, token
-        self.host, self.port = url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1])
-
-    def call(self, method, path, body=None, headers=None, json_body=None, auth=True, timeout=60):
-        headers = dict(headers or {})
-        if auth:
-            headers.setdefault("Authorization", f"Bearer {self.token}")
-        if json_body is not None:
-            body = json_body if isinstance(json_body, bytes) else json.dumps(json_body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        elif body is not None:
-            headers.setdefault("Content-Type", "application/octet-stream")
-        request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-
-    def json(self, method, path, expect=200, **kwargs):
-        status, _, body = self.call(method, path, **kwargs)
-        assert status == expect, (status, body)
-        return json.loads(body) if body else None
+        super().__init__(url, token)
 
     def refused(self, method, path, status, contains="", **kwargs):
         answer = self.json(method, path, expect=status, **kwargs)
