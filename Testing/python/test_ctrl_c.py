@@ -65,8 +65,17 @@ class Child:
             time.sleep(0.005)
         raise AssertionError(f"never saw {pattern!r}: {''.join(self.lines)[-2000:]}")
 
-    def interrupt(self):
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, patience=1.5):
+        """Ctrl-C, pressed again after ``patience`` seconds if the first one was lost: a SIGINT that lands while
+        SimpleITK runs a filter is taken by SimpleITK's own handler (it installs one around each filter) and can
+        vanish when the filter finishes anyway, as a user's first key press would."""
+        for _ in range(3):
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=patience)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self.process.wait(timeout=120)          # stdout stays small: the summary comes only at the end
         self.reader.join(timeout=30)
         stdout = self.process.stdout.read()
