@@ -100,9 +100,6 @@ class ClickSession:
     def can_undo(self):
         return bool(self._undo)
 
-    def clear_undo(self):
-        self._undo.clear()
-
     # -- one click: check (here), ask (any thread), apply (here) -----------------------------------------------------
     def click(self, ras_point, positive=True):
         """Answer and apply a click now (scripts, tests): :meth:`prepare`, :meth:`ask`, :meth:`apply`."""

@@ -11,18 +11,14 @@ same unchanged volume sends nothing again. One :class:`Backend` serves the whole
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional
 
-FINAL_STATES = ("done", "failed", "cancelled")
-_RESULT_SUFFIXES = {"segmentation": ".seg.nrrd", "landmarks": ".mrk.json", "classification": ".json"}
+from nnmamba.client import Job, JobStatus  # noqa: F401  (JobStatus: what the modules' status lines read)
+
 _SAME_GRID_TOLERANCE = 1e-4   # mm (origin) and relative (spacing, direction) between channels of one input
 LONG_REQUEST_TIMEOUT = 1800.0  # s: uploads and clicks (a first click on a CPU runs many windows)
 QUICK_REQUEST_TIMEOUT = 10.0   # s: what the GUI thread asks (health, model lists): a hung server costs seconds
@@ -33,21 +29,6 @@ _state_lock = threading.RLock()
 
 class BackendNotConnected(ValueError):
     """No backend is running or connected yet: the user has to start or connect one (NNMamba module)."""
-
-
-class JobStatus(NamedTuple):
-    """What the server says about a job, ready for a progress bar."""
-
-    state: str                       # queued | running | done | failed | cancelled
-    progress: float                  # 0..1
-    eta_seconds: Optional[float]     # None until the server can estimate it
-    message: str                     # e.g. "tile 3 of 12", "queued (1 job ahead)", or the error when failed
-    done: bool                       # the job ended (done, failed or cancelled): stop polling
-    error: Optional[str] = None      # the server's one-sentence reason when failed
-
-    @property
-    def succeeded(self):
-        return self.state == "done"
 
 
 def default_python():
@@ -278,68 +259,6 @@ class Upload:
         return session
 
 
-class Job:
-    """A job on the server. Poll it until ``poll().done``; then read the result (or the error in the status)."""
-
-    def __init__(self, client, job_id, task, model, session):
-        self.client = client
-        self.id = job_id
-        self.task = task
-        self.model = model
-        self.session = session
-        self.last_status = None
-
-    def __repr__(self):
-        return f"Job({self.id!r}, {self.task}, {self.model!r})"
-
-    def poll(self):
-        """The job's status now (one GET /jobs/{id})."""
-        info = self.client.job(self.id)
-        state = info.get("state", "failed")
-        error = info.get("error")
-        message = error if state == "failed" and error else (info.get("message") or state)
-        eta = info.get("eta")
-        self.last_status = JobStatus(state, float(info.get("progress") or 0.0), None if eta is None else float(eta),
-                                     str(message), state in FINAL_STATES, error)
-        return self.last_status
-
-    def cancel(self):
-        """Ask the server to stop the job at its next tile; a job that already ended is left as it is."""
-        from nnmamba.client import BackendError
-
-        try:
-            self.client.cancel(self.id)
-        except BackendError as error:
-            if error.status != 409:   # 409: already finished
-                raise
-
-    def wait(self, timeout=None, poll=0.2):
-        """Block until the job ends (scripts, self-tests); returns the final status. Raises BackendError when the
-        job failed and nnmamba.progress.Cancelled when it was cancelled."""
-        self.client.wait(self.id, poll=poll, timeout=timeout)
-        return self.poll()
-
-    def result_json(self):
-        """The result's JSON form (segments, points and lines, or classes/probabilities/decision)."""
-        return self.client.result_json(self.id)
-
-    def result_file(self, folder):
-        """Write the result file (.seg.nrrd, .mrk.json or .json) into ``folder``; returns its path."""
-        _, headers, data = self.client.request("GET", f"/jobs/{self.id}/result")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / _result_filename(headers, self.task)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
-
-
 class JobRun:
     """One task on some volumes, from Apply to scene nodes, in three steps that say where they may run:
     construction reads the scene (GUI thread: the checks and the :class:`Upload` copy), :meth:`run_to_end` talks to
@@ -442,15 +361,6 @@ def describe_eta(status):
         return ""
     seconds = max(0.0, float(status.eta_seconds))
     return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
-
-
-def _result_filename(headers, task):
-    disposition = next((v for k, v in headers.items() if k.lower() == "content-disposition"), "")
-    found = re.search(r'filename="?([^";/\\]+)"?', disposition)
-    name = found.group(1).strip() if found else ""
-    if not name or name.startswith("."):
-        name = task + _RESULT_SUFFIXES.get(task, ".bin")
-    return name
 
 
 def _as_node_list(volume_nodes):

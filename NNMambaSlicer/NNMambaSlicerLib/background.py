@@ -8,7 +8,9 @@ import threading
 
 class BackgroundCall:
     """``function(*args, **kwargs)`` in a daemon thread; poll :attr:`finished`, then :meth:`result` returns its value
-    or raises what it raised (on the caller's thread)."""
+    or raises what it raised (on the caller's thread). Not a ``concurrent.futures`` executor on purpose: its worker
+    threads are joined at interpreter exit, so a call stuck on an unreachable server would hold Slicer's exit; a
+    daemon thread does not."""
 
     def __init__(self, function, *args, name="nnmamba-call", **kwargs):
         self._value = None

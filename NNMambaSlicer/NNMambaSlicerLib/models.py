@@ -228,11 +228,6 @@ def _extract_safely(archive_path, folder):
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
 
 
-def open_folder_url(models_dir=None):
-    """A file:// URL of the models folder (for qt.QDesktopServices.openUrl)."""
-    return models_folder(models_dir).resolve().as_uri()
-
-
 def import_question(error):
     """What to ask before importing again after ``error``: 'trust' (a pickle that needs more than plain data),
     'overwrite' (a model with that id is installed), or None (a plain error: show it)."""

@@ -177,18 +177,21 @@ class RemoteBackend:
                 self.client.delete_session(self.session)
 
     def _job(self, task, progress, **options):
-        job_id = self.client.submit(self.session, task, self.model["id"], device=self.args.device, **options)
-        job = self.client.wait(job_id, progress=progress)
-        return job, self.client.result_json(job["id"])
+        from .client import Job
+
+        job = Job(self.client, self.client.submit(self.session, task, self.model["id"], device=self.args.device,
+                                                  **options), task, self.model["id"], self.session)
+        job.wait(progress=progress)
+        return job, job.result_json()
 
     def segment(self, progress):
         if self.args.tile_batch != 1:
             _notify("--tile-batch is chosen by the server; ignored with --server.")
         job, summary = self._job("segmentation", progress, overlap=self.args.overlap,
                                  mirroring=self.args.mirroring or None)
-        labels = _labels_of_seg_nrrd(self.client.result_bytes(job["id"]))
+        labels = _labels_of_seg_nrrd(job.result_bytes())
         return Segmentation(labels, self.volume.geometry, summary.get("segments", []), summary.get("regions", []),
-                            _job_seconds(job), summary.get("notes", []))
+                            job.seconds, summary.get("notes", []))
 
     def click(self, positive, negative, coordinates, progress):
         answer = self.client.click(self.session, self.model["id"], positive, negative, coordinates)
@@ -197,12 +200,12 @@ class RemoteBackend:
 
     def landmarks(self, progress):
         job, summary = self._job("landmarks", progress, refine=self.args.refine)
-        return LandmarkSet(summary["points"], summary["lines"], _job_seconds(job), summary.get("notes", []))
+        return LandmarkSet(summary["points"], summary["lines"], job.seconds, summary.get("notes", []))
 
     def classify(self, progress):
         job, document = self._job("classification", progress)
         document = {key: value for key, value in document.items() if key != "seconds"}
-        return Classification(dict(document, input=str(self.args.input[0])), _job_seconds(job))
+        return Classification(dict(document, input=str(self.args.input[0])), job.seconds)
 
 
 @contextlib.contextmanager
@@ -245,11 +248,6 @@ def _labels_of_seg_nrrd(data):
         path = Path(folder) / "result.seg.nrrd"
         path.write_bytes(data)
         return read_segmentation(path).labels
-
-
-def _job_seconds(job):
-    started, finished = job.get("started"), job.get("finished")
-    return finished - started if started is not None and finished is not None else float("nan")
 
 
 # ------------------------------------------------------------------------------------- checks, progress, notes

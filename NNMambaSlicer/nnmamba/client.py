@@ -11,21 +11,20 @@ import base64
 import http.client
 import json
 import os
+import re
 import socket
 import time
 import urllib.parse
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 from . import __version__
+from .api import API_VERSION, DEFAULT_TOKEN_FILE, DONE, FAILED, FINAL_STATES, TOKEN_ENV
 from .progress import Cancelled
 
-API_VERSION = 1
-TOKEN_ENV = "NNMAMBA_SERVER_TOKEN"
-DEFAULT_TOKEN_FILE = Path.home() / ".nnmamba" / "server-token"
 UPLOAD_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64")
 _RETRY_STATUSES = range(500, 600)
 _REQUEST_STATUSES = (400, 404, 413, 422)   # the request as given was refused: bad input, not a broken server
-_FINAL_STATES = ("done", "failed", "cancelled")
 
 
 class BackendError(RuntimeError):
@@ -41,14 +40,6 @@ class BackendError(RuntimeError):
 class BackendRequestError(BackendError, ValueError):
     """The server refused the request as given (unknown model or session, a point outside the volume, a volume
     that cannot be used, too large an upload): a ValueError too, so callers treat it as bad input."""
-
-
-def __getattr__(name):
-    if name == "LocalServer":   # lazily: the launcher needs subprocess and threads, the Slicer client does not
-        from .client_local import LocalServer
-
-        return LocalServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _normalized_url(url):
@@ -333,6 +324,108 @@ class Client:
         answer["mask"] = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape)
         answer["offset"] = tuple(int(n) for n in answer["offset"])
         return answer
+
+
+
+# -- one job, as every waiter sees it ----------------------------------------------------------------------------------
+_RESULT_SUFFIXES = {"segmentation": ".seg.nrrd", "landmarks": ".mrk.json", "classification": ".json"}
+
+
+class JobStatus(NamedTuple):
+    """What the server says about a job, ready for a progress bar."""
+
+    state: str                       # queued | running | done | failed | cancelled
+    progress: float                  # 0..1
+    eta_seconds: Optional[float]     # None until the server can estimate it
+    message: str                     # e.g. "tile 3 of 12", "queued (1 job ahead)", or the error when failed
+    done: bool                       # the job ended (done, failed or cancelled): stop polling
+    error: Optional[str] = None      # the server's one-sentence reason when failed
+
+    @property
+    def succeeded(self):
+        return self.state == DONE
+
+
+class Job:
+    """A job on the server, the one type every waiter uses (the CLI's --server runs, the Slicer modules' panels,
+    scripts): poll it until ``poll().done``, or :meth:`wait`; cancel it; read its result."""
+
+    def __init__(self, client, job_id, task=None, model=None, session=None):
+        self.client = client
+        self.id = job_id
+        self.task = task
+        self.model = model
+        self.session = session
+        self.last_status = None
+        self.info = {}   # the server's last answer about the job
+
+    def __repr__(self):
+        return f"Job({self.id!r}, {self.task}, {self.model!r})"
+
+    @property
+    def seconds(self):
+        """How long the job ran on the server (NaN until it ended)."""
+        started, finished = self.info.get("started"), self.info.get("finished")
+        return finished - started if started is not None and finished is not None else float("nan")
+
+    def poll(self):
+        """The job's status now (one GET /jobs/{id})."""
+        info = self.info = self.client.job(self.id)
+        state = info.get("state", FAILED)
+        error = info.get("error")
+        message = error if state == FAILED and error else (info.get("message") or state)
+        eta = info.get("eta")
+        self.last_status = JobStatus(state, float(info.get("progress") or 0.0), None if eta is None else float(eta),
+                                     str(message), state in FINAL_STATES, error)
+        return self.last_status
+
+    def cancel(self):
+        """Ask the server to stop the job at its next tile; a job that already ended is left as it is."""
+        try:
+            self.client.cancel(self.id)
+        except BackendError as error:
+            if error.status != 409:   # 409: already finished
+                raise
+
+    def wait(self, timeout=None, poll=0.2, progress=None, cancel=None):
+        """Block until the job ends; returns the final status. Raises BackendError when the job failed and
+        nnmamba.progress.Cancelled when it was cancelled (see :meth:`Client.wait`)."""
+        self.client.wait(self.id, progress=progress, cancel=cancel, poll=poll, timeout=timeout)
+        return self.poll()
+
+    def result_json(self):
+        """The result's JSON form (segments, points and lines, or classes/probabilities/decision)."""
+        return self.client.result_json(self.id)
+
+    def result_bytes(self):
+        return self.client.result_bytes(self.id)
+
+    def result_file(self, folder):
+        """Write the result file (.seg.nrrd, .mrk.json or .json) into ``folder``, all or nothing; its path."""
+        import tempfile
+
+        _, headers, data = self.client.request("GET", f"/jobs/{_quote(self.id)}/result")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _result_filename(headers, self.task)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def _result_filename(headers, task):
+    disposition = next((v for k, v in headers.items() if k.lower() == "content-disposition"), "")
+    found = re.search(r'filename="?([^";/\\]+)"?', disposition)
+    name = found.group(1).strip() if found else ""
+    if not name or name.startswith("."):
+        name = (task or "result") + _RESULT_SUFFIXES.get(task, ".bin")
+    return name
 
 
 def _quote(identifier):

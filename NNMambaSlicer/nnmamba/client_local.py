@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 
-from .client import TOKEN_ENV, BackendError, Client
+from .api import TOKEN_ENV
+from .client import BackendError, Client
 from .process_tree import popen_options, stop_tree
 
 _URL_PATTERN = re.compile(r"https?://[^\s()]+")

@@ -9,7 +9,6 @@ permutation/flip), ``resampling.py`` (network grid and the way back), ``normaliz
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -19,22 +18,6 @@ import SimpleITK as sitk
 from .geometry import Geometry
 
 FORMATS_HELP = "a .nii/.nii.gz, .nrrd/.nhdr or .mha/.mhd file, or a folder holding one DICOM series"
-
-# The model-specific steps build on Volume in sibling modules; importable from here too (resolved lazily, so the
-# siblings can import this module without a cycle).
-_SIBLINGS = {
-    "reorient": "orientation", "Reorientation": "orientation",
-    "resample_for_model": "resampling", "Resampling": "resampling", "network_grid": "resampling",
-    "lfc_index_to_lps": "resampling",
-    "normalize": "normalization", "nonzero_mask": "normalization",
-}
-
-
-def __getattr__(name):
-    if name in _SIBLINGS:
-        return getattr(importlib.import_module(f".{_SIBLINGS[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 class ImageError(ValueError):
     """An input image that cannot be used; the message says what is wrong with it and what to do."""

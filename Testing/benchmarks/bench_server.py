@@ -45,7 +45,7 @@ def main():
     args = parser.parse_args()
     retain_freed_memory()
 
-    from nnmamba.client import LocalServer
+    from nnmamba.client_local import LocalServer
     from nnmamba.tasks import ClickSession
 
     with tempfile.TemporaryDirectory() as tmp:

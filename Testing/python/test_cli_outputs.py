@@ -138,7 +138,7 @@ def test_a_label_map_is_written_in_the_format_its_name_asks_for(capsys, models, 
 @pytest.fixture(scope="module")
 def server(models):
     pytest.importorskip("fastapi")
-    from nnmamba.client import LocalServer
+    from nnmamba.client_local import LocalServer
 
     with LocalServer(device="cpu", models_dir=models["root"]) as running:
         yield running

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 
 from nnmamba import __version__
 from nnmamba.cli import main
-from nnmamba.client import BackendError, BackendRequestError, Client, LocalServer
+from nnmamba.client import BackendError, BackendRequestError, Client
+from nnmamba.client_local import LocalServer
 from nnmamba.formats import read_landmarks, read_segmentation
 from nnmamba.geometry import Geometry
 from nnmamba.imaging import volume_from_array

@@ -66,7 +66,7 @@ class Child:
         raise AssertionError(f"never saw {pattern!r}: {''.join(self.lines)[-2000:]}")
 
     def interrupt(self, patience=1.5):
-        """Ctrl-C, pressed again after ``patience`` seconds if the process goes on, as a user would. Once, on a
+        """Ctrl-C, pressed again after ``patience`` seconds if the process goes on without a word, as a user would. Once, on a
         machine loaded by other test runs, a single SIGINT at the start of the demo's segmentation did not stop it
         (not reproduced on a quiet machine in 6 tries; SimpleITK's own handler around a filter does raise
         KeyboardInterrupt, so it is not that); the cause is not known."""
@@ -76,7 +76,8 @@ class Child:
                 self.process.wait(timeout=patience)
                 break
             except subprocess.TimeoutExpired:
-                continue
+                if any("cancelled" in line for line in list(self.lines)):
+                    break   # it was heard and the process is on its way out: a second press would be a new one
         self.process.wait(timeout=120)          # stdout stays small: the summary comes only at the end
         self.reader.join(timeout=30)
         stdout = self.process.stdout.read()

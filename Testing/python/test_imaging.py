@@ -223,13 +223,3 @@ def test_write_image_is_atomic_and_keeps_geometry(tmp_path):
         write_image(target, labels, OBLIQUE)  # no writer for this extension: the old file must survive intact
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heat.nrrd", "kept.xyz", "out"]
-
-
-def test_model_steps_are_importable_from_imaging_too():
-    from nnmamba import imaging, normalization, orientation, resampling
-
-    assert imaging.reorient is orientation.reorient and imaging.normalize is normalization.normalize
-    assert imaging.resample_for_model is resampling.resample_for_model
-    assert imaging.lfc_index_to_lps is resampling.lfc_index_to_lps
-    with pytest.raises(AttributeError):
-        imaging.no_such_function  # noqa: B018

@@ -44,7 +44,7 @@ from NNMambaSlicerLib.backend import Backend, describe_eta
 from NNMambaSlicerLib.job_panel import describe_status
 from NNMambaSlicerLib.volumes import add_volume
 
-from nnmamba.client import LocalServer
+from nnmamba.client_local import LocalServer
 from nnmamba.formats import read_segmentation, write_segmentation
 from nnmamba.geometry import Geometry
 

@@ -225,10 +225,6 @@ class ObjectGrid:
     def to_lps(self, points) -> np.ndarray:
         return np.asarray(points, dtype=float) @ self.anatomy_rotation.T + self.anatomy_origin
 
-    def to_object(self, ijk) -> np.ndarray:
-        """Object-frame millimetres of (..., 3) voxel indices (I, J, K)."""
-        return np.asarray(ijk, dtype=float) @ self._matrix.T + self._offset
-
     def _box(self, ball):
         """KJI slices of the voxels within a ball given in the object frame, as (start, stop) pairs."""
         centre, radius = ball

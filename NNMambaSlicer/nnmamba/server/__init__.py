@@ -6,6 +6,7 @@ Needs FastAPI and uvicorn (``pip install -e '.[server]'`` in the checkout); they
 (:mod:`nnmamba.server.app`), ``serve(args)`` and ``BackgroundServer(settings)`` (:mod:`nnmamba.server.main`).
 """
 
-from .settings import API_VERSION, ServerSettings, resolve_token
+from ..api import API_VERSION
+from .settings import ServerSettings, resolve_token
 
 __all__ = ["API_VERSION", "ServerSettings", "resolve_token"]

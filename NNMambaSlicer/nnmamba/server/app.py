@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..api import API_VERSION
 from . import uploads
 from .api_models import (
     CancelAnswer,
@@ -33,7 +34,6 @@ from .api_models import (
 from .auth import TokenGuard
 from .errors import BodyLimit, CatchAll, ServiceError, install_error_handlers
 from .service import Service
-from .settings import API_VERSION
 
 UPLOAD_ROUTES = {("POST", "/sessions"), ("POST", "/sessions/file")}
 BOOT_HEADER = "X-NNMamba-Boot"

@@ -10,8 +10,8 @@ import hmac
 import re
 
 from .. import __version__
+from ..api import API_VERSION
 from .errors import json_error
-from .settings import API_VERSION
 
 UNAUTHORIZED = "Missing or invalid token."
 CLIENT_HEADER = b"x-nnmamba-client"

@@ -15,13 +15,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..api import CANCELLED, DONE, FAILED, FINAL_STATES, QUEUED, RUNNING
 from ..progress import Cancelled, CancelToken
 from .errors import ServiceError
 
 log = logging.getLogger("nnmamba.server")
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED = (DONE, FAILED, CANCELLED)
+FINISHED = FINAL_STATES
 
 
 @dataclass

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-API_VERSION = 1
-TOKEN_ENV = "NNMAMBA_SERVER_TOKEN"
-DEFAULT_PORT = 8765
+from ..api import DEFAULT_PORT, TOKEN_ENV
+
 DEFAULT_SESSION_TTL = 3600.0
 DEFAULT_MAX_UPLOAD_MB = 2048.0
 DEFAULT_MAX_VOXELS = 600_000_000

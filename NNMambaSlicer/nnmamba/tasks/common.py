@@ -6,8 +6,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..imaging import Volume, check_volume, normalize, reorient, resample_for_model
+from ..imaging import Volume, check_volume
+from ..normalization import normalize
+from ..orientation import reorient
 from ..predictor import NetworkPredictor
+from ..resampling import resample_for_model
 
 
 class PreparedInput(NamedTuple):
