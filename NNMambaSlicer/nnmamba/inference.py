@@ -10,6 +10,7 @@ on the predictor's device, so on a GPU the blending and the argmax stay there an
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,8 +18,11 @@ import torch
 from .networks.segmentation import DIVISOR
 from .progress import ProgressTracker
 
+if TYPE_CHECKING:
+    from .progress import CancelToken, Progress
 
-def gaussian_importance(patch_size, sigma_scale=0.125, floor=1e-3):
+
+def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125, floor: float = 1e-3) -> np.ndarray:
     """Separable Gaussian (σ = patch·scale, peak 1) that favours tile centres, where the network sees most context;
     floored so that voxels near a tile's corner still count when only one tile covers them."""
     weight = np.ones((), dtype=np.float64)
@@ -29,7 +33,7 @@ def gaussian_importance(patch_size, sigma_scale=0.125, floor=1e-3):
     return np.maximum(weight / weight.max(), floor).astype(np.float32)
 
 
-def tile_starts(size, patch, overlap):
+def tile_starts(size: int, patch: int, overlap: float) -> List[int]:
     """Evenly spaced starts from 0 to size - patch, as few as keep neighbours overlapping by ≥ ``overlap``."""
     if not 0 <= overlap < 1:
         raise ValueError(f"Overlap must be in [0, 1), got {overlap}.")
@@ -39,10 +43,21 @@ def tile_starts(size, patch, overlap):
     return sorted({round(i * (size - patch) / (steps - 1)) for i in range(steps)})
 
 
-def fit_patch(image_shape, patch_size, divisor=DIVISOR):
+def fit_patch(image_shape: Sequence[int], patch_size: Sequence[int], divisor: int = DIVISOR) -> Tuple[int, ...]:
     """The patch to use: the model's patch, shrunk along axes where the image is smaller (to the next multiple of
     ``divisor``, which the network needs), so a small image is not mostly padding."""
     return tuple(min(int(p), divisor * math.ceil(s / divisor)) for s, p in zip(image_shape, patch_size))
+
+
+class Sink(Protocol):
+    """Where the blended tiles go, slab by slab along the stream axis (MONAI's Merger has the same shape):
+    ``start`` once, ``consume`` each finished slab of rows, ``result`` at the end."""
+
+    def start(self, shape: Tuple[int, ...], num_outputs: int, stream_axis: int) -> None: ...
+
+    def consume(self, rows: slice, accumulated: torch.Tensor, weights: torch.Tensor) -> None: ...
+
+    def result(self) -> Any: ...
 
 
 class ArgmaxSink:
@@ -88,8 +103,10 @@ def choose_stream_axis(image_shape, patch):
     return int(np.argmin([p / s for s, p in zip(image_shape, patch)]))
 
 
-def sliding_window_predict(image, predict, patch_size, num_outputs, overlap=0.5, sink=None, tile_batch=1,
-                           progress=None, cancel=None, sigma_scale=0.125):
+def sliding_window_predict(image: np.ndarray, predict: Callable[[np.ndarray], Any], patch_size: Sequence[int],
+                           num_outputs: int, overlap: float = 0.5, sink: Optional[Sink] = None, tile_batch: int = 1,
+                           progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
+                           sigma_scale: float = 0.125) -> Any:
     """Blend ``predict`` over overlapping tiles of ``image`` (C, K, J, I) and return ``sink.result()``.
 
     ``predict(batch)`` maps a float32 (B, C, *patch) array to (B, num_outputs, *patch) probabilities, as a numpy
@@ -159,7 +176,7 @@ def _slide(accumulated, weights, shift):
     weights[max(depth - shift, 0):] = 0
 
 
-def extract_tile(image, corner, patch):
+def extract_tile(image: np.ndarray, corner: Sequence[int], patch: Sequence[int]) -> np.ndarray:
     """The (C, *patch) float32 tile of ``image`` (C, ...) at ``corner``, zero-padded beyond the image."""
     region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
     data = image[(slice(None), *region)]

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable, Optional
+
+# progress(fraction done 0..1, seconds left or None, message): what long work reports through.
+Progress = Callable[[float, Optional[float], str], None]
 
 
 class Cancelled(Exception):

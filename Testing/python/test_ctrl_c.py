@@ -66,9 +66,9 @@ class Child:
         raise AssertionError(f"never saw {pattern!r}: {''.join(self.lines)[-2000:]}")
 
     def interrupt(self, patience=1.5):
-        """Ctrl-C, pressed again after ``patience`` seconds if the process goes on without a word, as a user would. Once, on a
-        machine loaded by other test runs, a single SIGINT at the start of the demo's segmentation did not stop it
-        (not reproduced on a quiet machine in 6 tries; SimpleITK's own handler around a filter does raise
+        """Ctrl-C, pressed again after ``patience`` seconds if the process goes on without a word, as a user would.
+        Once, on a machine loaded by other test runs, a single SIGINT at the start of the demo's segmentation did not
+        stop it (not reproduced on a quiet machine in 6 tries; SimpleITK's own handler around a filter does raise
         KeyboardInterrupt, so it is not that); the cause is not known."""
         for _ in range(3):
             self.process.send_signal(signal.SIGINT)

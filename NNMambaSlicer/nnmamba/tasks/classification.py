@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .common import make_predictor, network_input, prepare_input
+
+if TYPE_CHECKING:
+    from ..imaging import Volume
+    from ..modelpkg import ModelPackage
+    from ..predictor import NetworkPredictor
 
 
 @dataclass
@@ -29,7 +35,8 @@ class ClassificationResult:
         return result
 
 
-def classify_volume(package, volume, device="auto", predictor=None):
+def classify_volume(package: ModelPackage, volume: Volume, device: str = "auto",
+                    predictor: Optional[NetworkPredictor] = None) -> ClassificationResult:
     if package.task != "classification":
         raise ValueError(f"Model {package.id!r} is a {package.task} model, not a classification model.")
     started = time.perf_counter()

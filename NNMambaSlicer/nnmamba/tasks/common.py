@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from ..orientation import reorient
 from ..predictor import NetworkPredictor
 from ..resampling import resample_for_model
 
+if TYPE_CHECKING:
+    from ..modelpkg import ModelPackage
+
 
 class PreparedInput(NamedTuple):
     network: Volume        # normalised image on the grid the network sees
@@ -19,7 +22,8 @@ class PreparedInput(NamedTuple):
     resampling: Any        # from the reoriented grid to the network grid (and back)
 
 
-def prepare_input(package, volume, name="image", reuse_input=False):
+def prepare_input(package: ModelPackage, volume: Volume, name: str = "image",
+                  reuse_input: bool = False) -> PreparedInput:
     """``reuse_input``: the caller no longer needs ``volume``'s voxels, so when they are already on the network
     grid they are normalised in place instead of copied (saves one float32 volume, 315 MB for a 512²×300 CT)."""
     spec = package.input
@@ -36,13 +40,14 @@ def prepare_input(package, volume, name="image", reuse_input=False):
     return PreparedInput(Volume(normalised, resampled.geometry), reorientation, resampling)
 
 
-def network_input(package, prepared):
+def network_input(package: ModelPackage, prepared: PreparedInput) -> np.ndarray:
     """The array the network sees: (C, K, J, I), or (C, I, J, K) for models trained on nibabel's array order."""
     array = prepared.network.array
     return array.transpose(0, 3, 2, 1) if package.input.get("axis_order", "kji") == "ijk" else array
 
 
-def make_predictor(package, device="auto", mirroring=None, notify=None):
+def make_predictor(package: ModelPackage, device: str = "auto", mirroring: Optional[bool] = None,
+                   notify: Optional[Callable[[str], None]] = None) -> NetworkPredictor:
     """The package's network, loaded (weights verified) and prepared for ``device``."""
     settings = package.inference
     return NetworkPredictor(package.build_model(), device=device, activation=settings["activation"],

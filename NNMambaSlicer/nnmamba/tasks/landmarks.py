@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..inference import ProbabilitySink, sliding_window_predict
 from .common import make_predictor, prepare_input
+
+if TYPE_CHECKING:
+    from ..imaging import Volume
+    from ..modelpkg import ModelPackage
+    from ..predictor import NetworkPredictor
+    from ..progress import CancelToken, Progress
 
 
 @dataclass
@@ -22,7 +29,9 @@ class LandmarkResult:
         return next(np.asarray(p["position"]) for p in self.points if p["label"] == label)
 
 
-def detect_landmarks(package, volume, device="auto", refine=None, progress=None, cancel=None, predictor=None):
+def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto", refine: Optional[str] = None,
+                     progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
+                     predictor: Optional[NetworkPredictor] = None) -> LandmarkResult:
     """Run a landmark ``package`` on ``volume``. ``refine`` overrides the package's decoding ("none" | "quadratic")."""
     if package.task != "landmarks":
         raise ValueError(f"Model {package.id!r} is a {package.task} model, not a landmark model.")

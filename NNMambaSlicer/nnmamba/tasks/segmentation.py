@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from ..inference import ArgmaxSink, ProbabilitySink, sliding_window_predict
 from .common import make_predictor, prepare_input
+
+if TYPE_CHECKING:
+    from ..imaging import Volume
+    from ..modelpkg import ModelPackage
+    from ..predictor import NetworkPredictor
+    from ..progress import CancelToken, Progress
 
 
 @dataclass
@@ -21,8 +28,10 @@ class SegmentationResult:
     notes: list = field(default_factory=list)
 
 
-def segment_volume(package, volume, device="auto", overlap=None, mirroring=None, tile_batch=1, progress=None,
-                   cancel=None, predictor=None, notify=None, reuse_input=False):
+def segment_volume(package: ModelPackage, volume: Volume, device: str = "auto", overlap: Optional[float] = None,
+                   mirroring: Optional[bool] = None, tile_batch: int = 1, progress: Optional[Progress] = None,
+                   cancel: Optional[CancelToken] = None, predictor: Optional[NetworkPredictor] = None,
+                   notify: Optional[Callable[[str], None]] = None, reuse_input: bool = False) -> SegmentationResult:
     """Segment ``volume`` with a segmentation ``package``; raises :class:`~nnmamba.progress.Cancelled` if
     ``cancel`` is set between tiles. ``reuse_input=True`` lets the preprocessing overwrite ``volume``'s voxels
     (for callers that do not need them afterwards, like the CLI)."""
