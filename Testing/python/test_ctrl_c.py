@@ -65,19 +65,22 @@ class Child:
             time.sleep(0.005)
         raise AssertionError(f"never saw {pattern!r}: {''.join(self.lines)[-2000:]}")
 
-    def interrupt(self, patience=1.5):
-        """Ctrl-C, pressed again after ``patience`` seconds if the process goes on without a word, as a user would.
-        Once, on a machine loaded by other test runs, a single SIGINT at the start of the demo's segmentation did not
-        stop it (not reproduced on a quiet machine in 6 tries; SimpleITK's own handler around a filter does raise
-        KeyboardInterrupt, so it is not that); the cause is not known."""
-        for _ in range(3):
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=patience)
-                break
-            except subprocess.TimeoutExpired:
-                if any("cancelled" in line for line in list(self.lines)):
-                    break   # it was heard and the process is on its way out: a second press would be a new one
+    def interrupt(self):
+        """Ctrl-C; pressed once more only if the demo then reports another step, i.e. went on working as if the key
+        was never pressed, as a user would. (Once, on a machine loaded by other test runs, a single SIGINT at the
+        start of the demo's segmentation did not stop it; not reproduced on a quiet machine in 6 tries, and
+        SimpleITK's own handler around a filter does raise KeyboardInterrupt, so it is not that.)"""
+        seen = len(self.lines)
+        self.process.send_signal(signal.SIGINT)
+        pressed_again = False
+        deadline = time.monotonic() + 120
+        while self.process.poll() is None and time.monotonic() < deadline:
+            later = list(self.lines)[seen:]
+            if not pressed_again and not any("cancelled" in line for line in later) and \
+                    any(re.match(r"\s*\[\d/\d\] ", line) for line in later):
+                self.process.send_signal(signal.SIGINT)
+                pressed_again = True
+            time.sleep(0.02)
         self.process.wait(timeout=120)          # stdout stays small: the summary comes only at the end
         self.reader.join(timeout=30)
         stdout = self.process.stdout.read()
