@@ -7,14 +7,7 @@ as Slicer's markups storage does.
 
 from __future__ import annotations
 
-import csv
-import math
-import re
-
-from .landmark_nodes import find_landmark_nodes
-
-CSV_COLUMNS = ("name", "kind", "x_lps", "y_lps", "z_lps", "confidence", "length_mm", "from", "to")
-_CONFIDENCE = re.compile(r"confidence\s+([0-9.eE+-]+)")
+from .landmark_nodes import CONFIDENCE_ATTRIBUTE, find_landmark_nodes
 
 
 class LandmarkExportError(ValueError):
@@ -22,7 +15,8 @@ class LandmarkExportError(ValueError):
 
 
 def landmark_points(nodes):
-    """[{"label", "position" (LPS mm), "description"}] of the point list, in order."""
+    """[{"label", "position" (LPS mm), "description", "confidence" (the model's, or None)}] of the point list, in
+    order."""
     from nnmamba.geometry import ras_to_lps
 
     nodes = _checked(nodes)
@@ -30,9 +24,11 @@ def landmark_points(nodes):
     for index in range(nodes.points.GetNumberOfControlPoints()):
         position = [0.0, 0.0, 0.0]
         nodes.points.GetNthControlPointPosition(index, position)
-        points.append({"label": nodes.points.GetNthControlPointLabel(index),
-                       "position": [float(v) for v in ras_to_lps(position)],
-                       "description": nodes.points.GetNthControlPointDescription(index)})
+        label = nodes.points.GetNthControlPointLabel(index)
+        confidence = nodes.points.GetAttribute(CONFIDENCE_ATTRIBUTE + label)
+        points.append({"label": label, "position": [float(v) for v in ras_to_lps(position)],
+                       "description": nodes.points.GetNthControlPointDescription(index),
+                       "confidence": float(confidence) if confidence else None})
     return points
 
 
@@ -54,19 +50,12 @@ def export_markups_json(nodes, path):
 
 
 def export_csv(nodes, path):
-    """Write one row per point (LPS position, confidence) and one per line (length, ends), see CSV_COLUMNS."""
-    from nnmamba.formats import atomic_write
+    """One row per point (LPS position, the model's confidence) and one per line (current length, its ends): the
+    same table as ``nnmamba predict landmarks --csv`` (nnmamba.formats.write_landmark_csv)."""
+    from nnmamba.formats import write_landmark_csv
 
     nodes = _checked(nodes)
-    points, lines = landmark_points(nodes), landmark_lines(nodes)
-    with atomic_write(path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for point in points:
-            writer.writerow([point["label"], "point", *(f"{v:.3f}" for v in point["position"]),
-                             _confidence(point["description"]), "", "", ""])
-        for line in lines:
-            writer.writerow([line["name"], "line", "", "", "", "", f"{line['length']:.3f}", line["from"], line["to"]])
+    write_landmark_csv(path, landmark_points(nodes), landmark_lines(nodes))
     return path
 
 
@@ -77,14 +66,3 @@ def _checked(nodes):
     if nodes is None or nodes.points is None or nodes.points.GetNumberOfControlPoints() == 0:
         raise LandmarkExportError("There are no landmarks to export: run a landmark model first.")
     return nodes
-
-
-def _confidence(description):
-    match = _CONFIDENCE.search(description or "")
-    if not match:
-        return ""
-    try:
-        value = float(match.group(1))
-    except ValueError:
-        return ""
-    return f"{value:.3f}" if math.isfinite(value) else ""

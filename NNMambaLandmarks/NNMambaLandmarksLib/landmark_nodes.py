@@ -20,6 +20,7 @@ LINE_ROLE = "NNMambaLandmarkLine"          # points node -> its line nodes (in r
 TABLE_ROLE = "NNMambaMeasurementTable"     # points node -> its measurement table
 VOLUME_ROLE = "NNMambaLandmarkVolume"      # points node -> the volume the landmarks were found on
 MODEL_ATTRIBUTE = "NNMamba.Model"          # on the points node: the model id that found them
+CONFIDENCE_ATTRIBUTE = "NNMamba.Confidence."  # + label, on the points node: the model's confidence in that point
 MEASUREMENT_ATTRIBUTE = "NNMamba.Measurement"  # on a line node: the measurement's name (survives renaming)
 FROM_ATTRIBUTE = "NNMamba.From"            # on a line node: the landmark label at each end
 TO_ATTRIBUTE = "NNMamba.To"
@@ -180,7 +181,9 @@ def _set_points(points_node, landmarks, volume_node):
         for index, landmark in enumerate(landmarks):
             points_node.SetNthControlPointPosition(index, *lps_to_ras(landmark.position_lps))
             points_node.SetNthControlPointLabel(index, landmark.label)
-            points_node.SetNthControlPointDescription(index, landmark.description)
+            points_node.SetNthControlPointDescription(index, landmark.description)   # what Slicer shows
+            points_node.SetAttribute(CONFIDENCE_ATTRIBUTE + landmark.label,        # the number, for exports
+                                     "" if landmark.confidence is None else repr(float(landmark.confidence)))
             if volume_node is not None:
                 points_node.SetNthControlPointAssociatedNodeID(index, volume_node.GetID())
         points_node.SetFixedNumberOfControlPoints(True)  # one point per landmark: no adding, no deleting

@@ -11,37 +11,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 CHECKPOINT_SUFFIXES = (".model", ".pth", ".pt", ".safetensors", ".ckpt")
-
-
-@dataclass
-class ModelRow:
-    """One line of the model table."""
-
-    id: str
-    name: str
-    version: Optional[str]
-    task: Optional[str]
-    source: str                     # "user", "bundled", "catalog" or "invalid"
-    installed: bool
-    where: str                      # package path, or how to obtain a catalog model
-    verified: Optional[bool] = None   # None: weights not hashed yet
-    preset: Optional[str] = None      # catalog models: the preset to import them with
-    inputs: List[str] = field(default_factory=list)
-    problem: Optional[str] = None
-
-    @property
-    def state(self):
-        """What the table's status column says."""
-        if self.problem:
-            return "invalid"
-        if not self.installed:
-            return "not installed"
-        return {True: "verified", False: "modified"}.get(self.verified, "installed")
 
 
 class ModelImportFailed(ValueError):
@@ -62,53 +34,19 @@ def models_folder(models_dir=None, create=True):
     return folder
 
 
-def search_folders(models_dir=None):
-    """``[(source, folder)]``: the user models folder first, then the models bundled with the extension."""
-    from nnmamba.modelpkg import bundled_models_dir
-
-    folders = [("user", models_folder(models_dir, create=False))]
-    bundled = bundled_models_dir()
-    if bundled is not None and bundled.resolve() != folders[0][1].resolve():
-        folders.append(("bundled", bundled))
-    return folders
-
-
-def _row(package, source):
-    return ModelRow(id=package.id, name=package.name, version=package.version, task=package.task, source=source,
-                    installed=True, where=str(package.root),
-                    inputs=[channel["name"] for channel in package.input["channels"]])
-
-
 def list_models(models_dir=None, task=None, include_catalog=True, catalog=None):
-    """Installed packages (user folder first, then bundled), invalid package folders with their problem, then the
-    catalog models not installed yet. ``task`` keeps one task only."""
-    from nnmamba.modelpkg import find_packages, load_catalog
+    """The Models table: :func:`nnmamba.modelpkg.list_models` with the models folder the user chose."""
+    from nnmamba.modelpkg import list_models as package_list
 
-    rows = []
-    for source, folder in search_folders(models_dir):
-        problems = []
-        rows += [_row(package, source) for package in find_packages(folder, problems)]
-        rows += [ModelRow(id=path.name, name=path.name, version=None, task=None, source="invalid", installed=False,
-                          where=str(path), problem=message) for path, message in problems]
-    if include_catalog:
-        installed = {row.id for row in rows}
-        for entry in load_catalog(catalog):
-            if entry["id"] in installed:
-                continue
-            obtain = entry["obtain"]
-            rows.append(ModelRow(id=entry["id"], name=entry.get("name", entry["id"]), version=entry["version"],
-                                 task=entry["task"], source="catalog", installed=False,
-                                 where=obtain.get("url") or obtain["instructions"], preset=entry["preset"],
-                                 inputs=list(entry.get("inputs", []))))
-    return [row for row in rows if task is None or row.task == task]
+    return package_list(models_dir, task=task, include_catalog=include_catalog, catalog=catalog)
 
 
 def verify_model(path):
     """Re-check a package (schema, rules, weights' SHA-256); raises ModelPackageError saying what is wrong."""
-    from nnmamba.modelpkg import ModelPackage
+    from nnmamba.modelpkg import ModelPackage, package_row
 
     package = ModelPackage.open(path, verify=True)
-    row = _row(package, "user")
+    row = package_row(package, "user")
     row.verified = True
     return row
 

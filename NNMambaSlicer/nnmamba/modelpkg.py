@@ -19,8 +19,10 @@ import shutil
 import tempfile
 import uuid
 import zipfile
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import List, Optional
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -518,9 +520,10 @@ def user_models_dir():
     return Path(os.environ.get(USER_MODELS_ENV) or Path.home() / ".nnmamba" / "models").expanduser()
 
 
-def models_dirs():
-    """``[(origin, folder)]`` searched for packages: the user folder first, then the bundled one."""
-    dirs = [("user", user_models_dir())]
+def models_dirs(user_dir=None):
+    """``[(origin, folder)]`` searched for packages: the user folder (``user_dir``, else :func:`user_models_dir`)
+    first, then the bundled one."""
+    dirs = [("user", Path(user_dir).expanduser() if user_dir else user_models_dir())]
     bundled = bundled_models_dir()
     if bundled is not None and bundled.resolve() != dirs[0][1].resolve():
         dirs.append(("bundled", bundled))
@@ -616,3 +619,58 @@ def catalog_entry(model_id, path=None):
             return entry
     known = ", ".join(e["id"] for e in entries) or "none"
     raise ModelPackageError(f"{model_id!r} is not in the model catalog (known: {known}).")
+
+
+@dataclass
+class ModelRow:
+    """One line of a model list (``nnmamba models list``, the NNMamba module's Models table)."""
+
+    id: str
+    name: str
+    version: Optional[str]
+    task: Optional[str]
+    source: str                       # "user", "bundled", "catalog" or "invalid"
+    installed: bool
+    where: str                        # package path, or how to obtain a catalog model
+    verified: Optional[bool] = None   # None: weights not hashed yet
+    preset: Optional[str] = None      # catalog models: the preset to import them with
+    inputs: List[str] = field(default_factory=list)
+    problem: Optional[str] = None
+
+    @property
+    def state(self):
+        """What a status column says."""
+        if self.problem:
+            return "invalid"
+        if not self.installed:
+            return "not installed"
+        return {True: "verified", False: "modified"}.get(self.verified, "installed")
+
+
+def package_row(package, source):
+    return ModelRow(id=package.id, name=package.name, version=package.version, task=package.task, source=source,
+                    installed=True, where=str(package.root),
+                    inputs=[channel["name"] for channel in package.input["channels"]])
+
+
+def list_models(user_dir=None, task=None, include_catalog=True, catalog=None):
+    """Every model a user can pick, in one list for the CLI and the Slicer hub: installed packages (the user folder
+    first, then the bundled ones), invalid package folders with their problem, then the catalog's models not
+    installed yet. ``task`` keeps one task only."""
+    rows = []
+    for source, folder in models_dirs(user_dir):
+        problems = []
+        rows += [package_row(package, source) for package in find_packages(folder, problems)]
+        rows += [ModelRow(id=path.name, name=path.name, version=None, task=None, source="invalid", installed=False,
+                          where=str(path), problem=message) for path, message in problems]
+    if include_catalog:
+        installed = {row.id for row in rows}
+        for entry in load_catalog(catalog):
+            if entry["id"] in installed:
+                continue
+            obtain = entry["obtain"]
+            rows.append(ModelRow(id=entry["id"], name=entry.get("name", entry["id"]), version=entry["version"],
+                                 task=entry["task"], source="catalog", installed=False,
+                                 where=obtain.get("url") or obtain["instructions"], preset=entry["preset"],
+                                 inputs=list(entry.get("inputs", []))))
+    return [row for row in rows if task is None or row.task == task]

@@ -254,6 +254,7 @@ def test_export_mrk_json_validates_and_reads_back_through_slicer(scene, tmp_path
 
 def test_export_csv_has_points_in_lps_and_current_lengths(scene, tmp_path):
     nodes = update_landmark_nodes(scene.scene, result())
+    nodes.points.SetNthControlPointDescription(0, "checked by Dr X")   # the user's note: the confidence stays
     path = export_csv(nodes.points, tmp_path / "landmarks.csv")  # a points node is enough
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
