@@ -402,17 +402,18 @@ def cmd_serve(args):
 
 
 def cmd_models_list(args):
-    from .modelpkg import find_packages, load_catalog
+    from .modelpkg import list_models
 
-    problems = []
-    rows = [{"id": p.id, "version": p.version, "task": p.task, "name": p.name, "status": p.origin,
-             "where": str(p.root)} for p in find_packages(problems=problems)]
-    rows += [{"id": path.name, "version": None, "task": None, "name": None, "status": "invalid", "where": str(path),
-              "problem": message} for path, message in problems]
-    installed = {row["id"] for row in rows}
-    rows += [{"id": e["id"], "version": e["version"], "task": e["task"], "name": e.get("name", e["id"]),
-              "status": "not installed", "where": e["obtain"].get("url") or e["obtain"]["instructions"],
-              "preset": e["preset"]} for e in load_catalog() if e["id"] not in installed]
+    rows = []
+    for row in list_models():
+        entry = {"id": row.id, "version": row.version, "task": row.task, "name": row.name if row.installed or
+                 row.source == "catalog" else None, "status": "not installed" if row.source == "catalog" else
+                 row.source, "where": row.where}
+        if row.preset:
+            entry["preset"] = row.preset
+        if row.problem:
+            entry["problem"] = row.problem
+        rows.append(entry)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
