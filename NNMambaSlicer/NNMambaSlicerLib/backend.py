@@ -311,9 +311,11 @@ class JobRun:
         """Download the finished job's result into ``self.result`` (subclasses; network only)."""
         raise NotImplementedError
 
-    def run_to_end(self, cancelled=lambda: False, interval=0.2, timeout=None):
-        """Submit, poll until the job ends (cancelling it on the server once ``cancelled()`` turns true or after
-        ``timeout`` s), and fetch the result of a job that succeeded. Returns the final status."""
+    def run_to_end(self, cancelled=lambda: False, interval=0.2, timeout=None, process_events=None):
+        """Submit, poll until the job ends (cancelling it on the server once ``cancelled()`` turns true, or after
+        ``timeout`` s, which raises ``error_class``), and fetch the result of a job that succeeded. Returns the
+        final status. ``process_events`` (e.g. slicer.app.processEvents) runs between polls when this runs on the
+        GUI thread (scripts, self-tests: :meth:`wait`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         asked = False
         while not self.poll().done:
@@ -323,8 +325,10 @@ class JobRun:
                 asked = True
                 if late:
                     raise self.error_class(f"{self.what} did not finish within {timeout:.0f} s; it was cancelled.")
+            if process_events is not None:
+                process_events()
             time.sleep(interval)
-        if self.status.succeeded:
+        if self.status.succeeded and self.result is None:
             self.fetch()
         return self.status
 
@@ -339,20 +343,9 @@ class JobRun:
         return status
 
     def wait(self, timeout=600.0, interval=0.2, process_events=None):
-        """Poll until the job ends and fetch its result (scripts, self-tests); ``process_events`` (e.g.
-        slicer.app.processEvents) runs between polls so the application stays responsive. A job still running at
-        ``timeout`` is cancelled. Returns the final status."""
-        deadline = time.monotonic() + timeout
-        while not self.poll().done:
-            if time.monotonic() > deadline:
-                self.cancel()
-                raise self.error_class(f"{self.what} did not finish within {timeout:.0f} s; it was cancelled.")
-            if process_events is not None:
-                process_events()
-            time.sleep(interval)
-        if self.status.succeeded and self.result is None:
-            self.fetch()
-        return self.status
+        """:meth:`run_to_end` on the calling thread (scripts, self-tests), the application kept responsive by
+        ``process_events``."""
+        return self.run_to_end(interval=interval, timeout=timeout, process_events=process_events)
 
 
 def describe_eta(status):
@@ -438,22 +431,18 @@ def require_shared_backend():
 class BackendStarter:
     """Makes a backend in a thread (starting a local server: importing torch alone takes seconds; connecting to a
     remote one: up to the connect timeout), so that the GUI stays responsive. Poll :attr:`finished` from a QTimer;
-    :meth:`result` returns the Backend or raises what stopped it. With ``share`` the new backend becomes the shared
-    one as soon as it is up, from the thread itself: whoever asked may have gone away (module cleanup, Reload),
-    and the server then still has an owner."""
+    :meth:`result` returns the Backend or raises what stopped it. The new backend becomes the shared one as soon as
+    it is up, from the thread itself: whoever asked may have gone away (module cleanup, Reload), and the server
+    then still has an owner."""
 
-    def __init__(self, factory, share=True, description="the NNMamba backend"):
+    def __init__(self, factory, description="the NNMamba backend"):
         from .background import BackgroundCall
 
         self.description = description
-        self._share = share
         self._call = BackgroundCall(self._make, factory, name="nnmamba-backend-start")
 
     def _make(self, factory):
-        backend = factory()
-        if self._share:
-            set_shared_backend(backend)
-        return backend
+        return set_shared_backend(factory())
 
     @property
     def finished(self):
@@ -475,7 +464,7 @@ def start_backend(factory, description="the NNMamba backend"):
     global _starter
     with _state_lock:
         if _starter is None or _starter.finished:
-            _starter = BackendStarter(factory, share=True, description=description)
+            _starter = BackendStarter(factory, description=description)
         return _starter
 
 

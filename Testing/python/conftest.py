@@ -48,3 +48,13 @@ def local_backend(models_root):
     backend = Backend.local(device="cpu", models_dir=models_root, python=sys.executable)
     yield backend
     backend.stop()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One small package of each task (random weights), and their folder as "root"."""
+    from model_packages import classification_package, landmark_package, segmentation_package
+
+    root = tmp_path_factory.mktemp("models")
+    return {"seg": segmentation_package(root / "seg"), "lm": landmark_package(root / "lm"),
+            "cls": classification_package(root / "cls"), "root": root}

@@ -16,17 +16,8 @@ import SimpleITK as sitk
 from nnmamba.cli import build_parser, main
 from nnmamba.formats import read_landmarks, read_segmentation
 
-from model_packages import classification_package, landmark_package, segmentation_package
-
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 CT = ROOT / "Resources" / "SampleData" / "NNMambaDemoAbdomenCT.nrrd"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"seg": segmentation_package(root / "seg"), "lm": landmark_package(root / "lm"),
-            "cls": classification_package(root / "cls"), "root": root}
 
 
 @pytest.fixture(scope="module")

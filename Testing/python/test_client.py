@@ -22,18 +22,9 @@ from nnmamba.modelpkg import ModelPackage
 from nnmamba.progress import Cancelled, CancelToken
 from nnmamba.tasks import ClickSession, classify_volume, segment_volume
 
-from model_packages import classification_package, landmark_package, segmentation_package
-
 ANGLE = np.deg2rad(20)
 GEOMETRY = Geometry.create((10.0, -4.0, 7.0), (0.8, 0.9, 2.0),
                            [[np.cos(ANGLE), -np.sin(ANGLE), 0], [np.sin(ANGLE), np.cos(ANGLE), 0], [0, 0, 1]])
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"seg": segmentation_package(root / "seg"), "lm": landmark_package(root / "lm"),
-            "cls": classification_package(root / "cls"), "root": root}
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def _from_folder(folder):
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and entry.name.lower().endswith(IMAGE_ENDINGS) and not entry.name.endswith(".raw"):
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_ENDINGS):
             if entry.name.lower().endswith(".seg.nrrd"):
                 continue   # a result next to its image is not a case
             cases.append(Case(case_id(entry), (entry,)))

@@ -58,12 +58,6 @@ class Manifest:
         with atomic_write(self.jsonl_path) as stream:
             stream.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
-    def counts(self):
-        counts = {}
-        for row in self.rows.values():
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-        return counts
-
 
 def _cell(value):
     if value is None:
