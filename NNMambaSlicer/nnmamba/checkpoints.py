@@ -338,10 +338,27 @@ def save_safetensors(checkpoint, path, metadata=None):
     tmp = path.with_name(path.name + ".partial")
     try:
         save_model(model, str(tmp), metadata=header)
+        _sort_metadata(tmp)
         tmp.replace(path)                      # never a half-written file under the final name
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _sort_metadata(path):
+    """safetensors writes its metadata in hash-map order, which changes from run to run: sort it in place, so that
+    the same weights give the same file (and the same sha256 in model.json). The header keeps its length."""
+    import struct
+
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        if len(text) > length:
+            raise ValueError(f"{path}: unexpected safetensors header")   # cannot happen: same keys, same values
+        handle.seek(8)
+        handle.write(text.ljust(length, b" "))
 
 
 def load_safetensors(path, architecture=None):

@@ -124,6 +124,7 @@ def build_parser():
 
     register_demo(sub, _device_option)
     register_train(sub)
+    _train_nnunetv2_command(sub)
     _document(parser)
     return parser
 
@@ -155,8 +156,9 @@ HELP = {
                "nnmamba models list\nnnmamba models verify demo-abdomen-ct"),
     "models list": ("List installed and bundled model packages, and catalog models not yet imported (with where to "
                     "get them).", "nnmamba models list\nnnmamba models list --json"),
-    "models import": ("Turn an official checkpoint (.model with its .model.pkl, .pth, .safetensors) or an nnU-Net "
-                      "v1 result folder into a model package in the user models folder.",
+    "models import": ("Turn an official checkpoint (.model with its .model.pkl, .pth, .safetensors), an nnU-Net "
+                      "v1 result folder or an nnU-Net v2 one (an nnMamba trainer's: its folds as nnU-Net's "
+                      "ensemble, or --fold) into a model package in the user models folder.",
                       "nnmamba models import model_final_checkpoint.model --preset amos-ct"),
     "models verify": ("Check a package: model.json against the schema and the cross-field rules, the weights' "
                       "sha256; --load also builds the network and loads the weights strictly.",
@@ -206,6 +208,13 @@ HELP = {
                       "`nnmamba train phantoms` for the format).",
                       "nnmamba train dataset my-data --model-json Resources/Models/demo-fetal-landmarks/model.json "
                       "--out my-model --steps 1000"),
+    "train nnunetv2": ("Train nnMamba with nnU-Net v2: nnU-Net's own training run (after nnUNetv2_plan_and_preprocess"
+                       ") with an nnMamba trainer, found through nnUNet_extTrainer; nothing is written into "
+                       "site-packages. Needs pip install 'nnmamba[nnunet]' and nnU-Net's nnUNet_raw, "
+                       "nnUNet_preprocessed and nnUNet_results variables. Import the result with `nnmamba models "
+                       "import`.",
+                       "nnmamba train nnunetv2 Dataset001_Abdomen 3d_fullres 0 --device cuda\n"
+                       "nnmamba train nnunetv2 1 3d_fullres all --trainer nnMambaTrainer_250epochs --num-gpus 2"),
     "train phantoms": ("Write seeded phantoms as a dataset folder: the format `train dataset` reads, to copy for "
                        "data of your own.", "nnmamba train phantoms landmarks my-data --train 8"),
 }
@@ -225,6 +234,34 @@ def _document(parser, path=""):
                 _document(child, f"{path} {name}".strip())
 
 
+def _train_nnunetv2_command(sub):
+    import argparse
+
+    train = sub.choices["train"]
+    kinds = next(action for action in train._actions if isinstance(action, argparse._SubParsersAction))
+    command = kinds.add_parser("nnunetv2", help="train nnMamba on an nnU-Net v2 dataset with nnU-Net's own training")
+    command.add_argument("dataset", help="nnU-Net dataset name or id (e.g. Dataset001_Abdomen or 1)")
+    command.add_argument("configuration", help="nnU-Net configuration, e.g. 3d_fullres")
+    command.add_argument("fold", help="fold number (0-4) or 'all'")
+    command.add_argument("--trainer", default="nnMambaTrainer",
+                         help="nnMambaTrainer (default; nnU-Net's 1000 epochs), nnMambaTrainer_250epochs, "
+                              "nnMambaTrainer_smoke (minutes on a CPU, to test the setup)")
+    command.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    command.add_argument("--device", default="cuda", choices=("cuda", "cpu", "mps"))
+    command.add_argument("--num-gpus", type=int, default=1, help="GPUs for nnU-Net's DDP training (cuda only)")
+    command.add_argument("--continue", dest="continue_training", action="store_true",
+                         help="continue from the fold's latest checkpoint")
+    command.add_argument("--npz", action="store_true", help="save validation probabilities (for ensembling)")
+    command.set_defaults(handler=cmd_train_nnunetv2)
+
+
+def cmd_train_nnunetv2(args):
+    from .nnunetv2.training import run
+
+    run(args.dataset, args.configuration, args.fold, trainer=args.trainer, plans=args.plans, device=args.device,
+        num_gpus=args.num_gpus, continue_training=args.continue_training, npz=args.npz)
+
+
 def _models_commands(sub):
     models = sub.add_parser("models", help="list, import and verify model packages")
     models.set_defaults(handler=lambda args: models.print_help() or EXIT_BAD_INPUT)
@@ -234,8 +271,8 @@ def _models_commands(sub):
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_models_list)
 
-    imp = commands.add_parser("import", help="turn an official checkpoint or nnU-Net v1 result folder into a package")
-    imp.add_argument("source", help="checkpoint file (.model, .pth, .safetensors) or nnU-Net v1 result folder")
+    imp = commands.add_parser("import", help="turn an official checkpoint or nnU-Net result folder into a package")
+    imp.add_argument("source", help="checkpoint file (.model, .pth, .safetensors) or nnU-Net v1/v2 result folder")
     imp.add_argument("--preset", help="task metadata to apply (see `nnmamba models presets`)")
     imp.add_argument("--catalog", metavar="ID", help="catalog id of the model (sets the preset; checks the sha256)")
     imp.add_argument("--out", metavar="DIR", help="models folder to write <id>/ into (default: the user models "
@@ -243,7 +280,8 @@ def _models_commands(sub):
     imp.add_argument("--plans", metavar="FILE", help="nnU-Net plans .pkl (default: plans.pkl of the result folder "
                      "or the <checkpoint>.pkl next to the checkpoint)")
     imp.add_argument("--id", dest="model_id", help="id of the new package (default: from the preset or catalog)")
-    imp.add_argument("--fold", help="result folders: 'all' or a fold number (default: all, else the lowest fold)")
+    imp.add_argument("--fold", help="result folders: 'all' or a fold number (default: v1 all, else the lowest fold; "
+                                    "v2 the ensemble of its folds, as nnU-Net predicts)")
     imp.add_argument("--checkpoint", help="result folders: checkpoint name (default: model_final_checkpoint)")
     imp.add_argument("--spacing", nargs=3, type=float, metavar=("I", "J", "K"), help="target spacing in mm")
     imp.add_argument("--patch-size", nargs=3, type=int, metavar=("I", "J", "K"), help="patch size (multiples of 16)")

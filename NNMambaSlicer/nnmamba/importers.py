@@ -161,9 +161,24 @@ def import_nnunet_v1_folder(folder, out_dir=None, preset=None, fold=None, checkp
 
 
 def import_source(source, preset=None, **kwargs):
-    """A folder is an nnU-Net v1 result folder, a file a checkpoint (the CLI's ``models import``)."""
+    """A folder is an nnU-Net v2 result folder (plans.json) or a v1 one, a file a checkpoint (the CLI's ``models
+    import``)."""
     source = Path(source).expanduser()
     if source.is_dir():
+        from .nnunetv2.importer import import_nnunet_v2_folder, is_v2_result_folder
+
+        if is_v2_result_folder(source):
+            for key in ("plans", "catalog_id", "spacing", "patch_size", "ct_constants"):
+                if kwargs.get(key) is not None:
+                    raise ModelImportError(f"'{key}' does not apply to nnU-Net v2 result folders (their plans.json "
+                                           "and dataset.json are used).")
+            if preset not in (None, "generic-segmentation"):
+                raise ModelImportError("nnU-Net v2 result folders are imported with the labels of their "
+                                       "dataset.json; leave the preset out.")
+            kwargs.pop("plans", None)
+            kwargs.pop("catalog_id", None)
+            kwargs.pop("catalog", None)
+            return import_nnunet_v2_folder(source, **kwargs)
         return import_nnunet_v1_folder(source, preset=preset, **kwargs)
     for key in ("fold", "checkpoint"):
         if kwargs.pop(key, None) is not None:

@@ -158,7 +158,9 @@ def semantic_problems(meta):
     task = meta.get("task")
     out_channels = out_channels if _is_int(out_channels) else None
     if task == "segmentation":
-        problems += _label_problems(outputs, out_channels)
+        regions = _as_dict(_as_dict(inputs.get("nnunet_v2")).get("regions"))
+        problems += _label_problems(outputs, None if regions else out_channels)
+        problems += _region_order_problems(regions, outputs, out_channels) if regions else []
     elif task == "landmarks":
         problems += _landmark_problems(outputs, out_channels)
     elif task == "classification":
@@ -197,6 +199,20 @@ def _label_problems(outputs, out_channels):
                 problems.append(f"$.outputs.regions[{r}].labels[{j}]: {value} is not one of the label values")
     regions = [(i, _as_dict(region).get("name")) for i, region in enumerate(_as_list(outputs.get("regions")))]
     return problems + _duplicates(regions, "$.outputs.regions", "region name")
+
+
+def _region_order_problems(regions, outputs, out_channels):
+    """nnU-Net v2 region-based models: one output per region, and a label for each value the regions write."""
+    order = _as_list(regions.get("class_order"))
+    problems = []
+    if out_channels is not None and len(order) != out_channels:
+        problems.append(f"$.input.nnunet_v2.regions.class_order: {len(order)} region(s) but network.out_channels "
+                        f"is {out_channels}; one sigmoid output per region")
+    values = {_as_dict(label).get("value") for label in _as_list(outputs.get("labels"))}
+    missing = [v for v in order if v not in values]
+    if missing:
+        problems.append(f"$.outputs.labels: no label for region value(s) {', '.join(map(str, missing))}")
+    return problems
 
 
 def _landmark_problems(outputs, out_channels):
@@ -382,8 +398,15 @@ class ModelPackage:
         from .checkpoints import load_weights
         from .environment import resolve_device
 
-        model = self.architecture.build(**network_kwargs)
-        load_weights(model, self.load_state_dict(), f"{self.root} ({self.meta['weights']['file']})")
+        source = f"{self.root} ({self.meta['weights']['file']})"
+        if self.network.get("ensemble"):   # nnU-Net v2 folds: the mean of their logits
+            from .nnunetv2.ensemble import build_ensemble
+
+            model = build_ensemble(self.architecture, self.load_state_dict(), self.network["ensemble"], source,
+                                   **network_kwargs)
+        else:
+            model = self.architecture.build(**network_kwargs)
+            load_weights(model, self.load_state_dict(), source)
         if getattr(model, "do_ds", False):
             model.do_ds = False
         return model.to(resolve_device(str(device))).eval()
@@ -421,14 +444,23 @@ def write_package(folder, meta, weights, overwrite=False):
                                 "(overwrite=True; CLI: --force).")
     meta = _canonical_order(dict(copy.deepcopy(meta), weights={"file": WEIGHTS_FILE, "sha256": "0" * 64}))
     validate_meta(meta, f"model.json for {folder}")
-    checkpoint = _as_checkpoint(weights, ModelPackage(folder, meta).architecture)
+    ensemble = meta["network"].get("ensemble")
+    checkpoint = None if ensemble else _as_checkpoint(weights, ModelPackage(folder, meta).architecture)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
         from .checkpoints import save_safetensors
 
-        save_safetensors(checkpoint, staging / WEIGHTS_FILE,
-                         metadata={"model_id": meta["id"], "model_version": meta["version"]})
+        header = {"model_id": meta["id"], "model_version": meta["version"]}
+        if ensemble:   # a FoldEnsemble of network.ensemble networks (nnmamba.nnunetv2.ensemble)
+            from .nnunetv2.ensemble import save_ensemble
+
+            if len(getattr(weights, "fold", ())) != ensemble:
+                raise ModelPackageError(f"network.ensemble is {ensemble}: the weights must be a FoldEnsemble of "
+                                        f"{ensemble} networks.")
+            save_ensemble(weights, staging / WEIGHTS_FILE, metadata=header)
+        else:
+            save_safetensors(checkpoint, staging / WEIGHTS_FILE, metadata=header)
         meta["weights"]["sha256"] = sha256_file(staging / WEIGHTS_FILE)
         (staging / MODEL_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         ModelPackage.open(staging, verify=True)

@@ -1,8 +1,9 @@
 """One network on one device, as a function from a batch of tiles (numpy) to probabilities (numpy).
 
-It owns the device decisions: the inference rewrite (BN folded, channels-last), autocast on CUDA, mirroring
-test-time augmentation, and the out-of-memory fallback (halve the tile batch, then move to the CPU), each
-announced through ``notify`` so that the user knows why a run got slower.
+It owns the device decisions: the inference rewrite (BN folded, fused convolutions, channels-last; see
+``networks.inference_prep``), autocast on CUDA, mirroring test-time augmentation, and the out-of-memory
+fallback (halve the tile batch, then move to the CPU), each announced through ``notify`` so that the user
+knows why a run got slower.
 """
 
 from __future__ import annotations

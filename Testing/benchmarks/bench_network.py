@@ -1,32 +1,46 @@
-"""Whole-network forward: nnMambaSeg (MICCSS, K=16) against nnU-Net's default 3d_fullres network.
+"""Whole-network forward: nnMambaSeg (MICCSS, K=16) against nnU-Net's default 3d_fullres network, interleaved.
 
-Both on one 1x1x128³ patch, measured in the same run, each in both memory layouts (PyTorch's default NCDHW
-and channels-last), and nnMamba also as our inference runs it (``prepare_for_inference``: channels-last, BN
-folded into the convolutions). The baseline is ``dynamic_network_architectures``'
-``PlainConvUNet`` with features 32-64-128-256-320-320 over 6 stages (the nnU-Net row of the nnMamba paper,
-31.2M parameters). Goal: nnMamba / nnU-Net time ratio ≤ 0.35 (the paper counts 141 vs 680 GFLOPs); the ratio
-printed is against the baseline's faster layout.
+nnMamba runs exactly as ``nnmamba predict`` runs it: the network a :class:`nnmamba.predictor.NetworkPredictor`
+prepares (``prepare_for_inference``: BN folded, convolutions fused with their ReLU and residual sums by oneDNN,
+channels-last), fed a channels-last tile, with the scan back end ``auto`` picks (numba when installed),
+PyTorch's default thread count and freed memory kept in the process (as the ``nnmamba`` command does).
+"before" is the previous rewrite (BN folded and channels-last only, no fused convolutions), timed in the same
+rounds; run against an older checkout it is that checkout's network. The baseline is
+``dynamic_network_architectures``' ``PlainConvUNet`` with features 32-64-128-256-320-320 over 6 stages (the
+nnU-Net row of the nnMamba paper, 31.2M parameters), in both memory layouts; each round's ratio is against the
+faster of the two in that round.
+
+Every contender runs once per round, in turn, so that a slow spell of the (shared) machine hits all alike; the
+table gives the median and the spread (min-max) over the rounds of the times and of the per-round ratios.
+Goal: nnMamba / nnU-Net ≤ 0.35 in the median (the paper counts 141 vs 680 GFLOPs).
 
     bash .ci/setup-env --bench
-    .venv/bin/python Testing/benchmarks/bench_network.py [--size 128] [--backends auto,torch] [--device cpu]
+    .venv/bin/python Testing/benchmarks/bench_network.py [--sizes 128,96] [--rounds 5] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import sys
-from functools import partial
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import best_times_interleaved, print_table  # noqa: E402
+from timing import print_table  # noqa: E402
 
-from nnmamba import ssm  # noqa: E402
 from nnmamba.networks import NNMambaSeg, prepare_for_inference  # noqa: E402
+from nnmamba.predictor import NetworkPredictor  # noqa: E402
 from nnmamba.runtime import retain_freed_memory  # noqa: E402
+from nnmamba.ssm import ENV_VAR, last_scan_choice  # noqa: E402
+
+GOAL = 0.35
+BASELINES = ("nnU-Net 3d_fullres (NCDHW)", "nnU-Net 3d_fullres (channels-last)")
+BEFORE, AFTER = "nnMamba K=16, before (BN folded, channels-last)", "nnMamba K=16, as nnmamba predict runs it"
 
 
 def nnunet_3d_fullres(num_classes=16):
@@ -42,46 +56,86 @@ def nnunet_3d_fullres(num_classes=16):
         deep_supervision=False)
 
 
+def contenders(device, extra=False):
+    """{name: (callable on an NCDHW input → output, parameter count)}."""
+    torch.manual_seed(0)
+    baseline = nnunet_3d_fullres().to(device).eval()
+    baseline_last = copy.deepcopy(baseline).to(memory_format=torch.channels_last_3d)
+    net = NNMambaSeg(in_ch=1, number_classes=16).eval()
+    predictor = NetworkPredictor(net, device=str(device))         # what tasks.common.make_predictor builds
+    try:
+        before = prepare_for_inference(net, device, fuse=False)
+    except TypeError:                                             # the code before the fused rewrite
+        before = prepare_for_inference(net, device)
+    last = torch.channels_last_3d
+    nets = {
+        BASELINES[0]: (baseline, _params(baseline)),
+        BASELINES[1]: (lambda x: baseline_last(x.contiguous(memory_format=last)), _params(baseline)),
+        BEFORE: (lambda x: before(x.contiguous(memory_format=last)), _params(net)),
+        AFTER: (lambda x: predictor.model(x.contiguous(memory_format=last)), _params(net)),
+    }
+    if extra:
+        coarse_head = prepare_for_inference(net, device, upsampled_head=True)
+        nets["nnMamba K=16, fused, head on the coarse grid"] = (
+            lambda x: coarse_head(x.contiguous(memory_format=last)), _params(net))
+    return nets
+
+
+def times_interleaved(fns, rounds):
+    """{name: [seconds per round]}, each callable run once per round in turn, after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def run_size(size, nets, device, rounds):
+    x = torch.randn(1, 1, size, size, size, device=device)
+    with torch.inference_mode():
+        reference, fast = nets[BEFORE][0](x), nets[AFTER][0](x)
+        difference = float((fast - reference).abs().max() / reference.abs().max())
+        times = times_interleaved({name: (lambda f=f: f(x)) for name, (f, _) in nets.items()}, rounds)
+    best_baseline = [min(pair) for pair in zip(*(times[name] for name in BASELINES))]
+    rows, ratios = [], {}
+    for name, (_, params) in nets.items():
+        ratio = [t / b for t, b in zip(times[name], best_baseline)]
+        ratios[name] = statistics.median(ratio)
+        rows.append([name, f"{params / 1e6:.2f}M", f"{statistics.median(times[name]):.3f}",
+                     f"{min(times[name]):.3f}-{max(times[name]):.3f}", f"{ratios[name]:.3f}",
+                     f"{min(ratio):.3f}-{max(ratio):.3f}"])
+    print(f"\n1x1x{size}^3, {rounds} interleaved rounds after a warm-up; max |after - before| / max |before| = "
+          f"{difference:.1e}")
+    print_table(["network", "params", "median s", "spread s", "ratio vs nnU-Net", "ratio spread"], rows)
+    verdict = "met" if ratios[AFTER] <= GOAL else "NOT met"
+    print(f"ratio median {ratios[BEFORE]:.3f} before -> {ratios[AFTER]:.3f} after; goal <= {GOAL}: {verdict}")
+    return ratios
+
+
 def main():
     retain_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--backends", default="auto,torch", help="scan back ends to time nnMamba with")
+    parser.add_argument("--sizes", default="128,96", help="cubic tile edges, comma-separated")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--extra", action="store_true", help="also time the fused network with its full-resolution "
+                        "head on the coarse grid (prepare_for_inference(upsampled_head=True))")
     args = parser.parse_args()
     device = torch.device(args.device)
-    x = torch.randn(1, 1, args.size, args.size, args.size, device=device)
-    x_last = x.contiguous(memory_format=torch.channels_last_3d)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(x.shape)} on {device}")
-
-    baseline = nnunet_3d_fullres().to(device).eval()
-    baseline_last = copy.deepcopy(baseline).to(memory_format=torch.channels_last_3d)
-    contenders = {"nnU-Net 3d_fullres (NCDHW)": (baseline, x, _params(baseline)),
-                  "nnU-Net 3d_fullres (channels-last)": (baseline_last, x_last, _params(baseline))}
-    scans = {}
-    for backend in args.backends.split(","):
-        net = NNMambaSeg(in_ch=1, number_classes=16, scan_backend=None if backend == "auto" else backend)
-        scans[backend] = ssm.choose_backend(device, None if backend == "auto" else backend).backend
-        contenders[f"nnMambaSeg K=16, {backend} scan (NCDHW)"] = (net.to(device).eval(), x, _params(net))
-        contenders[f"nnMambaSeg K=16, {backend} scan (channels-last, BN folded)"] = (
-            prepare_for_inference(net, device, channels_last=True), x_last, _params(net))
+    nets = contenders(device, args.extra)
     with torch.inference_mode():
-        seconds = best_times_interleaved({name: partial(model, inp) for name, (model, inp, _) in contenders.items()},
-                                         rounds=args.rounds)
-    reference = min(seconds[name] for name in list(contenders)[:2])
-    rows = []
-    for name, (_, _, params) in contenders.items():
-        backend = next((b for b in scans if f", {b} scan" in name), None)
-        rows.append([name, f"{params / 1e6:.2f}M", scans.get(backend, "-"), _seconds(seconds[name]),
-                     f"{seconds[name] / reference:.2f}"])
-    print(f"best of {args.rounds} interleaved rounds after a warm-up")
-    print_table(["network", "params", "scan", "seconds", "ratio vs best nnU-Net"], rows)
-    print("Goal: ratio <= 0.35 (nnMamba as our inference runs it: channels-last, BN folded)")
-
-
-def _seconds(seconds):
-    return f"{seconds:.3g}"
+        nets[AFTER][0](torch.randn(1, 1, 16, 16, 16, device=device))
+    choice = last_scan_choice()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {device}; "
+          f"scan back end {choice.backend} ({choice.reason}); {ENV_VAR}={os.environ.get(ENV_VAR, '(unset)')}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        run_size(size, nets, device, args.rounds)
 
 
 def _params(model):

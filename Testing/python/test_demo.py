@@ -45,7 +45,10 @@ def test_shipped_demo_model_is_small_verified_and_documented(task):
     assert "not for clinical use" in card.lower() and "Held-out test" in card
     training = package.meta["provenance"]["training"]
     assert training["seed"] == recipe.seed and training["steps"] == recipe.steps
-    assert training["threads"] == recipe.threads and training["wall_seconds"] < 30 * 60
+    assert training["threads"] == recipe.threads
+    # the recipe's cost: 40 minutes of 2 cores; the processor time where recorded (a run on shared cores takes
+    # longer on the wall clock), else the wall time
+    assert training.get("cpu_seconds", training["wall_seconds"] * recipe.threads) < 40 * 60 * recipe.threads
     assert package.meta["provenance"]["evaluation"]["cases"] == len(recipe.test_seeds)
 
 
@@ -62,26 +65,31 @@ def _fresh(task):
 
 
 def test_segmentation_demo_model_on_fresh_phantoms():
+    # held-out: mean Dice 0.907, lowest 0.865, HD95 4.3 mm (fresh seeds: 0.903, 0.869, 4.1 mm)
     metrics = evaluate(demo_package("demo-abdomen-ct"), _fresh("segmentation"), device="cpu")
-    assert metrics["mean_dice"] >= 0.80, metrics
-    assert metrics["min_dice"] >= 0.60, metrics
+    assert metrics["mean_dice"] >= 0.85, metrics
+    assert metrics["min_dice"] >= 0.75, metrics
+    assert metrics["mean_hd95_mm"] <= 8.0, metrics
 
 
 def test_landmark_demo_model_on_fresh_phantoms():
-    # The shipped landmark model misses its goal (held-out 6.9 mm, goal 1.5 mm; see its card), so the bound only
-    # catches a broken model or pipeline: random weights or a flipped axis land 40-80 mm away.
+    # held-out: mean radial error 2.66 mm over 100 phantoms (fresh seeds: 2.17 mm, one TCD1 of 24 points 24.5 mm
+    # off); the first model, whose every heatmap lit on every cerebellar point, was at 6.9 mm
     metrics = evaluate(demo_package("demo-fetal-landmarks"), _fresh("landmarks"), device="cpu")
-    assert metrics["mean_radial_error_mm"] <= 15.0, metrics
-    assert max(metrics["radial_error_mm"].values()) <= 25.0, metrics
+    assert metrics["mean_radial_error_mm"] <= 3.0, metrics
+    within = sum(metrics["within_3mm"][name] * metrics["cases"] for name in metrics["within_3mm"])
+    assert within >= 20, metrics      # of 24 points
 
 
 def test_classification_demo_model_on_fresh_phantoms():
     make = default_phantom("classification")
-    phantoms = [make(seed) for seed in range(3000, 3012)]  # six of each class
-    # held-out AUC 0.90 on 100 phantoms (goal 0.95: missed, see the card); chance is 0.5
+    phantoms = [make(seed) for seed in range(3000, 3040)]
+    # held-out AUC 0.90 on 100 phantoms, where a perfect reader of the phantoms' severity scores 0.94 (these 40: 0.85
+    # and 0.895, accuracy 0.75, Brier 0.20); chance is AUC 0.5, and a constant 0.5 has Brier 0.25
     metrics = evaluate(demo_package("demo-brain-atrophy"), phantoms, device="cpu")
-    assert metrics["auc"] >= 0.70, metrics
-    assert metrics["accuracy"] >= 0.60, metrics
+    assert metrics["auc"] >= 0.80 and metrics["auc_ceiling"] - metrics["auc"] <= 0.1, metrics
+    assert metrics["accuracy"] >= 0.65, metrics
+    assert metrics["brier"] <= 0.22, metrics
 
 
 def test_a_missing_demo_model_is_named_with_the_way_to_rebuild_it():

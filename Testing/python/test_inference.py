@@ -85,6 +85,19 @@ def test_slabs_arrive_in_order_and_each_voxel_once():
     assert max(stop - start for start, stop, _ in seen) <= 16
 
 
+@pytest.mark.parametrize("shift", [1, 3, 5, 8, 9, 12])
+def test_slab_slide_moves_rows_like_one_row_at_a_time(shift):
+    import torch
+
+    from nnmamba.inference import _slide
+
+    accumulated, weights = torch.rand(3, 12, 5, 4), torch.rand(12, 5, 4)
+    expected_a, expected_w = torch.zeros_like(accumulated), torch.zeros_like(weights)
+    expected_a[:, :12 - shift], expected_w[:12 - shift] = accumulated[:, shift:], weights[shift:]
+    _slide(accumulated, weights, shift)
+    assert torch.equal(accumulated, expected_a) and torch.equal(weights, expected_w)
+
+
 def test_progress_reaches_one_and_cancel_stops_between_tiles():
     image = np.zeros((2, 40, 40, 40), dtype=np.float32)
     reports = []

@@ -157,15 +157,37 @@ def _shell_command(command, block, to_run, scratch):
     elif program in ("pip", ".venv/bin/pip") or command[:3] in (["python", "-m", "pip"],
                                                                 [".venv/bin/python", "-m", "pip"]):
         _pip(command, where)
+    elif program == "export":
+        assert all(re.fullmatch(r"[A-Za-z_]\w*=\S+", word) for word in arguments), f"{where}: NAME=value only"
+    elif program.startswith("nnUNetv2_"):
+        assert block.mode == "syntax", f"{where}: nnU-Net's commands run for hours; mark the block syntax-only"
+        scripts = _nnunet_scripts()
+        assert scripts is None or program in scripts, f"{where}: nnU-Net v2 has no command {program}"
     elif program in ("python", "python3", ".venv/bin/python"):
         if arguments[:2] == ["-m", "pytest"]:
             return                                     # the suite this test belongs to
+        if arguments[:1] == ["-m"]:
+            import importlib.util
+
+            assert importlib.util.find_spec(arguments[1]) is not None, f"{where}: no module {arguments[1]}"
+            return
         script = arguments[0]
         assert (ROOT / script).is_file(), f"{where}: no such script"
     elif program in ("source", "."):
         assert arguments == [".venv/bin/activate"], f"{where}: .ci/setup-env makes .venv, nothing else"
     else:
         raise AssertionError(f"{where}: the README test does not know how to check {program!r}; teach it")
+
+
+def _nnunet_scripts():
+    """nnU-Net v2's console commands, or None when nnunetv2 is not installed (then only the name prefix is checked)."""
+    from importlib import metadata
+
+    try:
+        return {entry.name for entry in metadata.distribution("nnunetv2").entry_points
+                if entry.group == "console_scripts"}
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _check_nnmamba(arguments, where):

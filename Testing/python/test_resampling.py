@@ -172,6 +172,26 @@ def test_probabilities_to_input_one_channel_at_a_time_and_ties_keep_the_lower_la
         mapping.labels_to_input(np.zeros((7, 8, 9), np.uint8))
 
 
+@pytest.mark.parametrize("network_size,block_voxels", [((13, 9, 7), 50), ((31, 40, 17), 1000), ((20, 9, 23), 1 << 18)])
+def test_probabilities_to_input_block_by_block_is_whole_channel_interpolation(network_size, block_voxels):
+    """Blocks of input rows (many small ones here, an axis left as it is in one case) give exactly the labels of
+    interpolating each whole channel and taking the first maximum."""
+    geometry = Geometry.create((3, -2, 7), (0.9, 1.3, 2.1), rotation(0.1, 0.2, -0.3))
+    size = (20, 17, 23)  # upsampled, downsampled and kept axes across the cases
+    target = np.asarray(size) * geometry.spacing / np.asarray(network_size)
+    mapping = network_grid(geometry, size, {"mode": "spacing", "spacing": target.tolist()})
+    assert mapping.network_shape_ijk == network_size
+    rng = np.random.default_rng(7)
+    channels = [rng.random(network_size[::-1]).astype(np.float16) for _ in range(5)]
+    channels[3] = channels[1].copy()  # ties: the lower label wins
+    channels[0][: network_size[2] // 2] += np.float16(0.8)  # background wins half the rows
+    channels[4][-2:] = channels[2][-2:] + np.float16(0.001)  # wins narrowly near the end
+    labels = mapping.probabilities_to_input(lambda c: channels[c], 5, block_voxels=block_voxels)
+    expected = np.argmax(np.stack([mapping.values_to_input(c) for c in channels]), axis=0)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    assert 0 < np.count_nonzero(labels == 0) < labels.size
+
+
 def test_shape_mode_is_skimage_resize_order_1():
     ndimage = pytest.importorskip("scipy.ndimage")
     geometry, size, _ = CASES["thick-first-axis"]

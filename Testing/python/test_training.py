@@ -266,3 +266,52 @@ def test_the_relu_head_starts_open_so_every_class_map_gets_gradient():
     assert closed < 0.8 and opened > 0.99  # BN + ReLU cut about half the logits to 0 before
     assert set(network.state_dict()) == set(NNMambaSeg(in_ch=1, channels=4, number_classes=3,
                                                         variant="nnunet").state_dict())
+
+
+def _two_landmark_target():
+    """Two channels whose Gaussians sit at different places of a 16^3 patch."""
+    from nnmamba.demo.training_data import gaussian_heatmaps
+
+    return torch.from_numpy(gaussian_heatmaps([(4, 4, 4), (11, 11, 11)], (0, 0, 0), (16, 16, 16), 1.5))[None]
+
+
+def test_a_channel_lit_on_another_landmarks_place_costs_as_much_as_missing_its_own():
+    target = _two_landmark_target()
+    right = target.clone()
+    confused = target.clone()
+    confused[:, 0] += target[:, 1]          # channel 0 also answers at landmark 1's place
+    missing = target.clone()
+    missing[:, 0] = 0                       # channel 0 finds nothing
+    wrong_blob, no_blob = (float(heatmap_loss(output, target, 1.0) - heatmap_loss(right, target, 1.0))
+                           for output in (confused, missing))
+    # weighted only under a channel's own Gaussian, the extra blob cost about 1/1000 of a miss (the first demo
+    # model lit every channel on every cerebellar point); with every landmark's place weighted, the same
+    assert wrong_blob == pytest.approx(no_blob, rel=0.05)
+
+
+def test_brier_score_and_reliability_table_of_a_calibrated_and_an_overconfident_probability():
+    from nnmamba.demo.calibration import brier_score, reliability_table
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 4000)
+    positive = rng.random(4000) < 1 / (1 + np.exp(-true_logit))
+    calibrated, overconfident = (1 / (1 + np.exp(-scale * true_logit)) for scale in (1.0, 4.0))
+    assert brier_score(calibrated, positive) < brier_score(overconfident, positive)
+    assert brier_score(positive.astype(float), positive) == 0.0
+    table = reliability_table(calibrated, positive)
+    assert sum(row["cases"] for row in table) == 4000 and len(table) == 5
+    assert all(abs(row["mean_probability"] - row["observed"]) < 0.05 for row in table)
+    worst = reliability_table(overconfident, positive)
+    assert max(abs(row["mean_probability"] - row["observed"]) for row in worst) > 0.1
+
+
+def test_hd95_of_two_concentric_balls_is_their_radius_difference():
+    from nnmamba.demo.evaluation import hd95
+
+    grid = np.indices((40, 40, 40)).astype(float)
+    distance = np.sqrt(sum((g - 20) ** 2 for g in grid))
+    spacing = (2.0, 2.0, 2.0)
+    inner, outer = distance <= 6, distance <= 10
+    assert hd95(inner, outer, spacing) == pytest.approx(8.0, abs=2.1)   # 4 voxels of 2 mm, within a voxel
+    assert hd95(outer, outer, spacing) == pytest.approx(0.0, abs=1e-6)
+    assert hd95(np.zeros_like(inner), outer, spacing) is None

@@ -22,14 +22,28 @@ def dice_ce_loss(logits, target, smooth=1e-5):
     return ce + (1 - dice.mean())
 
 
-def heatmap_loss(output, target, peak_scale):
-    """MSE between ``output / peak_scale`` and unit-peak Gaussian ``target``, with the voxels under the Gaussians
-    weighted up so that they count as much as the background: plain MSE is minimised by answering 0 everywhere
-    (six small peaks in a 64^3 volume are 0.3 % of it), and a network stuck there finds no landmark. The network
-    learns heatmaps whose peak is ``peak_scale``, which is what the decoder reports as full confidence."""
+HEATMAP_WEIGHTINGS = ("every-landmark", "own")
+
+
+def heatmap_loss(output, target, peak_scale, weighting="every-landmark"):
+    """MSE between ``output / peak_scale`` and unit-peak Gaussian ``target``, with landmark neighbourhoods weighted up
+    so that they count as much as the background: plain MSE is minimised by answering 0 everywhere (six small peaks
+    in a 64^3 volume are 0.3 % of it), and a network stuck there finds no landmark.
+
+    ``every-landmark`` weights the places of all landmarks in every channel; ``own`` (the first demo recipe) only a
+    channel's own peak. Under ``own`` a channel pays little for lighting up on another landmark's place: the optimum
+    there is near 1 even when that place is rarely its own, and the first demo model lit every channel on every
+    cerebellar point. With all places weighted, the optimum at each is the channel's probability of being that
+    landmark. The network learns heatmaps whose peak is ``peak_scale``, which the decoder reports as full confidence."""
     scaled = output / float(peak_scale)
     balance = target.numel() / target.sum().clamp_min(1.0)
-    return (((scaled - target) ** 2) * (1 + balance * target)).mean()
+    if weighting == "own":
+        weighted = target
+    elif weighting == "every-landmark":
+        weighted = target.amax(dim=1, keepdim=True)
+    else:
+        raise ValueError(f"heatmap weighting must be one of {', '.join(HEATMAP_WEIGHTINGS)}, not {weighting!r}.")
+    return (((scaled - target) ** 2) * (1 + balance * weighted)).mean()
 
 
 def classification_loss(logits, labels):

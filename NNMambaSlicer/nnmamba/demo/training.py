@@ -26,7 +26,7 @@ import torch
 from ..modelpkg import ModelPackage, validate_meta, write_package
 from ..predictor import NetworkPredictor
 from .evaluation import HEADLINE, evaluate
-from .losses import classification_loss, dice_ce_loss, heatmap_loss
+from .losses import HEATMAP_WEIGHTINGS, classification_loss, dice_ce_loss, heatmap_loss
 from .training_data import Augmentation, Sampler, TrainingDataError, default_phantom, prepare_case
 
 
@@ -61,11 +61,13 @@ def _check_seeds(train_seeds, val_seeds):
 
 def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, progress=True, log=print, *,
         phantom: Optional[Callable] = None, phantom_size=None, sigma=2.0, augmentation: Optional[Augmentation] = None,
-        validate_every=None, weight_decay=0.0, schedule="constant") -> TrainingRun:
+        validate_every=None, weight_decay=0.0, schedule="constant",
+        heatmap_weighting="every-landmark") -> TrainingRun:
     """Train the network ``meta`` describes on phantoms; returns the best-validation network (no files written).
 
     ``phantom``: ``seed -> Phantom`` (default: the task's phantom, at ``phantom_size`` voxels I J K). ``sigma``: the
-    landmark heatmap width in network voxels. ``validate_every``: steps between validations (default: five per run,
+    landmark heatmap width in network voxels; ``heatmap_weighting``: see :func:`~.losses.heatmap_loss`.
+    ``validate_every``: steps between validations (default: five per run,
     and always after the last step). ``schedule``: ``constant`` or ``poly`` (nnU-Net's lr * (1 - step/steps)^0.9,
     which lets the last steps settle).
     """
@@ -75,6 +77,9 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
     if int(steps) < 1 or int(batch_size) < 1 or not lr > 0:
         raise TrainingDataError(f"steps and batch_size must be >= 1 and lr > 0 (got {steps}, {batch_size}, {lr}).")
     steps, batch_size = int(steps), int(batch_size)
+    if heatmap_weighting not in HEATMAP_WEIGHTINGS:
+        raise TrainingDataError(f"heatmap_weighting must be one of {', '.join(HEATMAP_WEIGHTINGS)}, got "
+                                f"{heatmap_weighting!r}.")
     if schedule not in ("constant", "poly"):
         raise TrainingDataError(f"schedule must be 'constant' or 'poly', got {schedule!r}.")
     augmentation = augmentation or Augmentation()
@@ -83,7 +88,7 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
     peak_scale = float(package.outputs.get("decoding", {}).get("peak_scale", 255.0))
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(seed)
@@ -111,7 +116,7 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
             if task == "segmentation":
                 loss = dice_ce_loss(output, target)
             elif task == "landmarks":
-                loss = heatmap_loss(output, target, peak_scale)
+                loss = heatmap_loss(output, target, peak_scale, heatmap_weighting)
             else:
                 loss = classification_loss(output, target)
             optimizer.zero_grad(set_to_none=True)
@@ -142,12 +147,16 @@ def fit(meta, train_seeds, val_seeds, steps, batch_size=2, lr=1e-3, seed=0, prog
               "train_seeds": train_seeds, "val_seeds": val_seeds, "steps": steps, "batch_size": batch_size,
               "lr": lr, "schedule": schedule, "weight_decay": weight_decay, "seed": seed, "optimizer": "Adam",
               "loss": {"segmentation": "cross-entropy + foreground soft Dice",
-                       "landmarks": "heatmap MSE, peaks weighted as much as the background",
+                       "landmarks": "heatmap MSE, every landmark's place weighted as much as the background"
+                       if heatmap_weighting == "every-landmark" else
+                       "heatmap MSE, peaks weighted as much as the background",
                        "classification": "BCE with logits / cross-entropy"}[task],
               "augmentation": asdict(augmentation), "validate_every": validate_every,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
     if task == "landmarks":
-        recipe.update(sigma_voxels=float(sigma), peak_scale=peak_scale)
+        recipe.update(sigma_voxels=float(sigma), peak_scale=peak_scale, heatmap_weighting=heatmap_weighting)
+    # the processor time too: the wall time of a run that shared its cores says little about the recipe
+    recipe["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
     return TrainingRun(model.eval(), losses, validations, best, time.perf_counter() - started, recipe)
 
 
@@ -207,7 +216,8 @@ def describe_run(meta, run: TrainingRun) -> dict:
         f"{recipe['seed']}, loss {recipe['loss']}; {len(recipe['train_seeds'])} training and "
         f"{len(recipe['val_seeds'])} validation phantoms (disjoint seeds).",
         f"Validation ({metric}, best at step {run.best['step']}): {run.best[metric]:.4f}.",
-        f"Wall time {run.seconds:.0f} s on {recipe['threads']} CPU thread(s), torch {recipe['torch']}. "
+        f"Wall time {run.seconds:.0f} s (processor time {recipe['cpu_seconds']:.0f} s) on {recipe['threads']} CPU "
+        f"thread(s), torch {recipe['torch']}. "
         "Retraining with the same seed and thread count reproduces the weights bit for bit.",
     ]
     meta["card"] = (meta["card"].rstrip() + "\n\n" if meta.get("card") else "") + "\n".join(card)

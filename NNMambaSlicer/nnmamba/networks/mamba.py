@@ -81,14 +81,33 @@ class Mamba(nn.Module):
         first, the same as flipping xz along L before and the result after.
         """
         x, z = xz.chunk(2, dim=1)
+        return self.mix_split(x, z, reverse)
+
+    def mix_split(self, x, z, reverse=False):
+        """:meth:`mix` with the two halves of xz given apart, (b, d_inner, L) each."""
         x = self._causal_conv(x, reverse)
         x_dbl = channels_first_matmul(self.x_proj.weight, x)          # (b, R + 2N, L)
         dt_rank, n = self.dt_rank, self.d_state
         dt = channels_first_matmul(self.dt_proj.weight, x_dbl[:, :dt_rank])   # (b, d_inner, L); bias: in the scan
         B, C = x_dbl[:, dt_rank:dt_rank + n], x_dbl[:, dt_rank + n:]
-        return selective_scan(x, dt, -torch.exp(_at_least_fp32(self.A_log)), B, C, _at_least_fp32(self.D), z=z,
+        return selective_scan(x, dt, self._state_matrix(), B, C, _at_least_fp32(self.D), z=z,
                               delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
                               backend=self.scan_backend, reverse=reverse)
+
+    def _state_matrix(self):
+        """A = -exp(A_log); kept between calls made without autograd (one op fewer per pass)."""
+        if torch.is_grad_enabled():
+            return -torch.exp(_at_least_fp32(self.A_log))
+        key = (self.A_log.data_ptr(), self.A_log._version, self.A_log.dtype, self.A_log.device)
+        cached = self.__dict__.get("_A_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_A_cache"] = (key, -torch.exp(_at_least_fp32(self.A_log)))
+        return cached[1]
+
+    def __getstate__(self):                   # deepcopy and pickle without the cache (it may be an inference tensor)
+        state = self.__dict__.copy()
+        state.pop("_A_cache", None)
+        return state
 
     def _causal_conv(self, x, reverse=False):
         """Depthwise causal conv over L, then SiLU (causal-conv1d kernel on CUDA when installed).
@@ -102,22 +121,26 @@ class Mamba(nn.Module):
                 run = lambda v: kernel(v.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias,  # noqa: E731
                                        activation="silu")
                 return run(x.flip(-1)).flip(-1) if reverse else run(x)
-        # Zero-pad on the side the conv must not see past, so that the output is exactly L long and contiguous.
         weight = self.conv1d.weight.flip(-1) if reverse else self.conv1d.weight
-        padded = F.pad(x, (0, k - 1) if reverse else (k - 1, 0))
-        return F.silu(F.conv1d(padded, weight, self.conv1d.bias, groups=self.d_inner))
+        if torch.is_grad_enabled():
+            # Zero-pad on the side the conv must not see past (the original computation: training stays bit for
+            # bit what it was).
+            padded = F.pad(x, (0, k - 1) if reverse else (k - 1, 0))
+            return F.silu(F.conv1d(padded, weight, self.conv1d.bias, groups=self.d_inner))
+        # The conv zero-pads both ends; the L outputs that see no token past (or, reversed, before) their own
+        # are kept, and SiLU writes them contiguous: one pass fewer than padding a copy of x first.
+        full = F.conv1d(x, weight, self.conv1d.bias, padding=k - 1, groups=self.d_inner)     # (b, d, L + k - 1)
+        return F.silu(full[..., k - 1:] if reverse else full[..., :x.shape[-1]])
 
 
 def channels_first_matmul(weight, x):
-    """weight (m, k) @ x (b, k, L) → (b, m, L). On CPU without autograd one GEMM per sample into one output:
-    PyTorch's broadcast batched matmul would first copy x into a transposed layout."""
+    """weight (m, k) @ x (b, k, L) → (b, m, L). On CPU without autograd one batched GEMM with the weight
+    broadcast by a zero stride: PyTorch's broadcast matmul would first copy x into a transposed layout, and one
+    GEMM per sample is one more parallel region per sample (each costs a scheduling delay on a busy machine)."""
     needs_grad = torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
-    if x.dim() == 2 or x.device.type != "cpu" or needs_grad:
+    if x.dim() == 2 or x.device.type != "cpu" or needs_grad or weight.dtype != x.dtype:
         return torch.matmul(weight, x)
-    out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2])
-    for i in range(x.shape[0]):
-        torch.mm(weight, x[i], out=out[i])
-    return out
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
 def _linear_channels_first(weight, bias, x):

@@ -53,10 +53,9 @@ class MambaLayer(nn.Module):
         else:
             mamba = self.mamba
             weight, bias, y = mamba.out_proj.weight, mamba.out_proj.bias, mamba.mix(mamba.project_in(tokens))
-        mixed = project_to_map(weight, bias, y, act)
         if self.variant == "simple":
-            return mixed
-        return self.relu2(self.norm2(self.nin2(mixed + act)))
+            return project_to_map(weight, bias, y, act)
+        return self.relu2(self.norm2(self.nin2(project_to_map(weight, bias, y, act, add_like=True))))
 
     def css(self, tokens):
         """(P0 + P1 + P2 + P3) / 4: P1 channel-reversed, P2 token-reversed, P3 both, one shared Mamba M.
@@ -71,19 +70,35 @@ class MambaLayer(nn.Module):
         """
         mamba = self.mamba
         batch, _, length = tokens.shape
-        w_in = mamba.in_proj.weight
-        xz = channels_first_matmul(torch.cat([w_in, w_in.flip(1)]), tokens)   # (B, 2 passes · 2·d_inner, L)
-        if mamba.in_proj.bias is not None:
-            xz = xz + mamba.in_proj.bias.repeat(2)[:, None]
-        xz = xz.reshape(batch * 2, -1, length)                                # batch index = 2·b + pass
+        w_in, b_in, w_out, b_out = self._css_weights()
+        xz = channels_first_matmul(w_in, tokens)          # (B, [x pass 0, x pass 1, z pass 0, z pass 1], L)
+        if b_in is not None:
+            xz = xz + b_in[:, None]
+        # batch index = 2·b + pass; x and z each one contiguous block (for B = 1), so no copy before the conv
+        x, z = (part.reshape(batch * 2, -1, length) for part in xz.chunk(2, dim=1))
         if self._batch_passes(tokens):
-            y = mamba.mix(torch.cat([xz, xz.flip(-1)]))
+            y = mamba.mix_split(torch.cat([x, x.flip(-1)]), torch.cat([z, z.flip(-1)]))
             y = y[:batch * 2] + y[batch * 2:].flip(-1)
         else:
-            y = mamba.mix(xz) + mamba.mix(xz, reverse=True)
-        w_out, b_out = mamba.out_proj.weight, mamba.out_proj.bias
-        bias = None if b_out is None else (b_out + b_out.flip(0)) / 2
-        return torch.cat([w_out, w_out.flip(0)], 1) / 4, bias, y.reshape(batch, -1, length)
+            y = mamba.mix_split(x, z) + mamba.mix_split(x, z, reverse=True)
+        return w_out, b_out, y.reshape(batch, -1, length)
+
+    def _css_weights(self):
+        """The stacked projections of :meth:`css`; without autograd kept until a parameter changes."""
+        mamba = self.mamba
+        params = (mamba.in_proj.weight, mamba.in_proj.bias, mamba.out_proj.weight, mamba.out_proj.bias)
+        if torch.is_grad_enabled():
+            return _css_weights(*params)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params if p is not None)
+        cached = self.__dict__.get("_css_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_css_cache"] = (key, _css_weights(*params))
+        return cached[1]
+
+    def __getstate__(self):                   # deepcopy and pickle without the cache (it may hold inference tensors)
+        state = self.__dict__.copy()
+        state.pop("_css_cache", None)
+        return state
 
     def _batch_passes(self, tokens):
         if self.batch_passes == "auto":
@@ -91,22 +106,47 @@ class MambaLayer(nn.Module):
         return bool(self.batch_passes)
 
 
+def _css_weights(w_in, b_in, w_out, b_out):
+    """in_proj for the forward and channel-reversed passes, rows [x, x reversed, z, z reversed]; out_proj for
+    [y0 + y2 ; y1 + y3] with the 1/4 of the average."""
+    w_x, w_z = w_in.chunk(2)
+    stacked_in = torch.cat([w_x, w_x.flip(1), w_z, w_z.flip(1)])
+    bias_in = None if b_in is None else torch.cat([b.repeat(2) for b in b_in.chunk(2)])
+    bias_out = None if b_out is None else (b_out + b_out.flip(0)) / 2
+    return stacked_in, bias_in, torch.cat([w_out, w_out.flip(0)], 1) / 4, bias_out
+
+
 def is_channels_last(x):
     return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-def project_to_map(weight, bias, y, like):
-    """weight (C, k) @ y (B, k, L) + bias, shaped as the feature map ``like`` and in its memory layout.
+def project_to_map(weight, bias, y, like, add_like=False):
+    """weight (C, k) @ y (B, k, L) + bias [+ like], shaped as the feature map ``like`` and in its memory layout.
 
-    For a channels-last map the product is computed token-major, so neither layout needs a copy.
+    For a channels-last map the product is computed token-major, so neither layout needs a copy; on the CPU
+    without autograd it is written straight into the result and ``like`` is added by the same GEMM. With autograd
+    the sums keep the order of the original network ((product + bias) + like), so training is bit for bit the same.
     """
     if is_channels_last(like):
         batch, channels, depth, height, width = like.shape
-        out = torch.stack([torch.mm(sample.t(), weight.t()) for sample in y])      # (B, L, C)
-        out = out.reshape(batch, depth, height, width, channels).permute(0, 4, 1, 2, 3)
+        needs_grad = torch.is_grad_enabled() and (weight.requires_grad or y.requires_grad or like.requires_grad)
+        if needs_grad or like.device.type != "cpu" or weight.dtype != y.dtype:
+            out = torch.stack([torch.mm(sample.t(), weight.t()) for sample in y])      # (B, L, C)
+            out = out.reshape(batch, depth, height, width, channels).permute(0, 4, 1, 2, 3)
+        else:
+            out = torch.empty_like(like, dtype=y.dtype, memory_format=torch.channels_last_3d)
+            tokens = out.permute(0, 2, 3, 4, 1).view(batch, -1, channels)               # (B, L, C) views
+            summand = like.permute(0, 2, 3, 4, 1).reshape(batch, -1, channels) if add_like else None
+            for i, sample in enumerate(y):
+                if add_like:
+                    torch.addmm(summand[i].to(y.dtype), sample.t(), weight.t(), out=tokens[i])
+                else:
+                    torch.mm(sample.t(), weight.t(), out=tokens[i])
+            return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
     else:
         out = channels_first_matmul(weight, y).reshape(like.shape)
-    return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
+    out = out if bias is None else out + bias.view(1, -1, 1, 1, 1)
+    return out + like if add_like else out
 
 
 class MambaSeq(nn.Module):

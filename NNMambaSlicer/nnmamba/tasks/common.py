@@ -32,6 +32,11 @@ def prepare_input(package: ModelPackage, volume: Volume, name: str = "image",
                          "classification models only; set it to 'kji' (SimpleITK's array order).")
     check_volume(volume, name=name, expected_channels=package.network["in_channels"])
     oriented, reorientation = reorient(volume, spec.get("orientation", "as-stored"))
+    if "nnunet_v2" in spec:   # imported nnU-Net v2 model: its own crop, normalisation, resampling, padding
+        from ..nnunetv2.preprocessing import prepare_nnunet_v2
+
+        network, mapping = prepare_nnunet_v2(spec["nnunet_v2"], oriented)
+        return PreparedInput(network, reorientation, mapping)
     resampled, resampling = resample_for_model(oriented, spec.get("resampling", {"mode": "none"}))
     ours = reuse_input or not np.shares_memory(resampled.array, volume.array)
     writable = ours and resampled.array.dtype == np.float32 and resampled.array.flags.writeable

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..inference import ProbabilitySink, sliding_window_predict
 from .common import make_predictor, prepare_input
+from .heatmap_peaks import Peak, distinct_peaks
 
 if TYPE_CHECKING:
     from ..imaging import Volume
@@ -32,7 +33,10 @@ class LandmarkResult:
 def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto", refine: Optional[str] = None,
                      progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
                      predictor: Optional[NetworkPredictor] = None) -> LandmarkResult:
-    """Run a landmark ``package`` on ``volume``. ``refine`` overrides the package's decoding ("none" | "quadratic")."""
+    """Run a landmark ``package`` on ``volume``. ``refine`` overrides the package's decoding ("none" | "quadratic").
+
+    Decoding ``argmax`` takes each channel's maximum, with its height as the confidence; ``distinct-peaks`` gives
+    each landmark its own peak and scales the confidence by how clearly that peak wins (:mod:`.heatmap_peaks`)."""
     if package.task != "landmarks":
         raise ValueError(f"Model {package.id!r} is a {package.task} model, not a landmark model.")
     started = time.perf_counter()
@@ -51,16 +55,19 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
                                       overlap=package.inference["overlap"], sink=ProbabilitySink(np.float32),
                                       progress=progress, cancel=cancel)
     scale = float(decoding.get("peak_scale", 255.0))
+    if decoding.get("method", "argmax") == "distinct-peaks":
+        peaks = distinct_peaks(heatmaps, float(decoding.get("separation_voxels", 3.0)))
+    else:   # each channel's own maximum, confidence its height (LFC's decoding)
+        peaks = [Peak(np.unravel_index(int(np.argmax(h)), h.shape), 0.0, 1.0) for h in heatmaps]
     points = []
-    for heatmap, landmark in zip(heatmaps, outputs["landmarks"]):
-        peak_index = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-        peak = float(heatmap[peak_index])
-        kji = np.array(peak_index, dtype=float)
+    for heatmap, landmark, peak in zip(heatmaps, outputs["landmarks"], peaks):
+        value = float(heatmap[tuple(peak.index)])
+        kji = np.array(peak.index, dtype=float)
         if refine == "quadratic":
-            kji += _parabola_offsets(heatmap, peak_index)
+            kji += _parabola_offsets(heatmap, tuple(peak.index))
         position = prepared.resampling.landmark_to_lps(kji)  # LFC's axis convention or the physical one
         points.append({"label": landmark["name"], "position": [float(v) for v in position],
-                       "confidence": float(np.clip(peak / scale, 0.0, 1.0)), "peak": peak,
+                       "confidence": float(np.clip(value / scale, 0.0, 1.0)) * peak.dominance, "peak": value,
                        "description": landmark.get("description", "")})
     result = LandmarkResult(points, [], 0.0)
     for line in outputs.get("lines", []):

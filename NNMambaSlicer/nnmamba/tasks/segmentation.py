@@ -55,7 +55,8 @@ def segment_volume(package: ModelPackage, volume: Volume, device: str = "auto", 
     out = sliding_window_predict(prepared.network.array, predictor, package.input["patch_size"][::-1],
                                  package.network["out_channels"], overlap=package.inference["overlap"]
                                  if overlap is None else overlap, sink=sink, tile_batch=tile_batch,
-                                 progress=progress, cancel=cancel)
+                                 progress=progress, cancel=cancel,
+                                 importance=getattr(prepared.resampling, "importance", None))
     windowed_at = time.perf_counter()
     if on_input_grid:
         labels = out
