@@ -198,6 +198,8 @@ def test_ctrl_c_stops_a_cohort_with_the_manifest_of_the_finished_cases(ct_cohort
     import sys
     import time
 
+    from test_ctrl_c import as_from_a_terminal
+
     cohort = tmp_path / "in"
     cohort.mkdir()
     for copy in range(4):
@@ -205,7 +207,8 @@ def test_ctrl_c_stops_a_cohort_with_the_manifest_of_the_finished_cases(ct_cohort
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "nnmamba", "predict", "segment", "--model", "demo-abdomen-ct",
                                 "--input-dir", str(cohort), "--output-dir", str(out), "--device", "cpu", "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + 120
     while not (out / "results.jsonl").is_file():   # the first case finished
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()

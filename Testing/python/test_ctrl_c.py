@@ -23,12 +23,20 @@ CANCELLED = "nnmamba: error: cancelled; no output was written."
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 
 
+def as_from_a_terminal():
+    """Ctrl-C as a shell gives it to a command it starts: default disposition, not blocked (a pytest process that
+    has run other tests may hand its children an altered one)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Child:
     """A running ``python -X importtime -m nnmamba ...`` whose stderr is read line by line in a thread."""
 
     def __init__(self, *argv):
         self.process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "nnmamba", *map(str, argv)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                        preexec_fn=as_from_a_terminal)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -87,7 +87,7 @@ class Payload:
 def test_arbitrary_pickled_objects(tmp_path):
     message = refused(make_folder(tmp_path, extra={"logging": Payload()}), tmp_path / "models",
                       "needs globals beyond tensors and plain data")
-    assert "builtins.print" in message
+    assert "could run code" in message      # (which global it names first depends on what was loaded before)
 
 
 def test_region_based_imports_as_regions(tmp_path):
