@@ -224,15 +224,34 @@ def _landmark_problems(outputs, out_channels):
                         f"{out_channels}; one landmark per output channel, in channel order")
     known = {name for _, name in names}
     lines = _as_list(outputs.get("lines"))
-    for i, line in enumerate(lines):
-        line = _as_dict(line)
-        for end in ("from", "to"):
-            name = line.get(end)
-            if isinstance(name, str) and name not in known:
-                problems.append(f"$.outputs.lines[{i}].{end}: {name!r} is not a landmark name "
-                                f"({', '.join(str(n) for _, n in names)})")
-        if line.get("from") is not None and line.get("from") == line.get("to"):
-            problems.append(f"$.outputs.lines[{i}]: a line needs two different landmarks")
+    shape = _as_dict(_as_dict(outputs.get("decoding")).get("shape"))
+    pairs = _as_list(shape.get("pairs"))
+    for where, entries, what in (("$.outputs.lines", lines, "a line"),
+                                 ("$.outputs.decoding.shape.pairs", pairs, "a distance")):
+        for i, entry in enumerate(entries):
+            entry = _as_dict(entry)
+            for end in ("from", "to"):
+                name = entry.get(end)
+                if isinstance(name, str) and name not in known:
+                    problems.append(f"{where}[{i}].{end}: {name!r} is not a landmark name "
+                                    f"({', '.join(str(n) for _, n in names)})")
+            if entry.get("from") is not None and entry.get("from") == entry.get("to"):
+                problems.append(f"{where}[{i}]: {what} needs two different landmarks")
+    correlation = _as_list(shape.get("correlation"))
+    if correlation and (len(correlation) != len(pairs) or any(len(_as_list(row)) != len(pairs) for row in correlation)):
+        problems.append(f"$.outputs.decoding.shape.correlation: {len(pairs)} x {len(pairs)} numbers expected, one row "
+                        "and one column per pair")
+    midline = _as_dict(_as_dict(outputs.get("decoding")).get("midline"))
+    for key in ("across", "on"):
+        unknown = [name for name in _as_list(midline.get(key)) if isinstance(name, str) and name not in known]
+        if unknown:
+            problems.append(f"$.outputs.decoding.midline.{key}: {', '.join(map(repr, unknown))} not landmark "
+                            f"name(s) ({', '.join(str(n) for _, n in names)})")
+    across = _as_list(midline.get("across"))
+    if len(across) == 2 and across[0] == across[1]:
+        problems.append("$.outputs.decoding.midline.across: two different landmarks define the midline")
+    if {n for n in across if isinstance(n, str)} & {n for n in _as_list(midline.get("on")) if isinstance(n, str)}:
+        problems.append("$.outputs.decoding.midline: a landmark that defines the midline cannot be moved onto it")
     return problems + _duplicates([(i, _as_dict(line).get("name")) for i, line in enumerate(lines)],
                                   "$.outputs.lines", "line name")
 

@@ -56,7 +56,7 @@ def nnunet_3d_fullres(num_classes=16):
         deep_supervision=False)
 
 
-def contenders(device, extra=False):
+def contenders(device):
     """{name: (callable on an NCDHW input → output, parameter count)}."""
     torch.manual_seed(0)
     baseline = nnunet_3d_fullres().to(device).eval()
@@ -74,10 +74,6 @@ def contenders(device, extra=False):
         BEFORE: (lambda x: before(x.contiguous(memory_format=last)), _params(net)),
         AFTER: (lambda x: predictor.model(x.contiguous(memory_format=last)), _params(net)),
     }
-    if extra:
-        coarse_head = prepare_for_inference(net, device, upsampled_head=True)
-        nets["nnMamba K=16, fused, head on the coarse grid"] = (
-            lambda x: coarse_head(x.contiguous(memory_format=last)), _params(net))
     return nets
 
 
@@ -124,11 +120,9 @@ def main():
     parser.add_argument("--sizes", default="128,96", help="cubic tile edges, comma-separated")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--extra", action="store_true", help="also time the fused network with its full-resolution "
-                        "head on the coarse grid (prepare_for_inference(upsampled_head=True))")
     args = parser.parse_args()
     device = torch.device(args.device)
-    nets = contenders(device, args.extra)
+    nets = contenders(device)
     with torch.inference_mode():
         nets[AFTER][0](torch.randn(1, 1, 16, 16, 16, device=device))
     choice = last_scan_choice()

@@ -1,4 +1,4 @@
-"""The inference rewrite (BN folded, fused oneDNN convolutions, coarse-grid head) computes the reference network.
+"""The inference rewrite (BN folded, fused oneDNN convolutions) computes the reference network.
 
 For every network variant the predictor can be given and every CPU scan back end, the network that
 ``NetworkPredictor`` runs must agree with the unmodified network to 1e-5 of the output's magnitude, and the
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from nnmamba import ssm
 from nnmamba.networks import NNMambaEncoder, NNMambaSeg, fused, prepare_for_inference
-from nnmamba.networks.fused import FusedBasicBlock, FusedConv3d, UpsampledConvHead, UpsamplingDoubleConv
+from nnmamba.networks.fused import FusedBasicBlock, FusedConv3d
 from nnmamba.predictor import NetworkPredictor
 
 TOLERANCE = 1e-5
@@ -74,18 +74,6 @@ def test_predictor_uses_the_fused_modules_on_the_cpu():
     assert not kinds & {nn.BatchNorm3d, nn.Conv3d}
 
 
-@pytest.mark.parametrize("variant", ["miccss", "nnunet"])
-def test_network_with_the_coarse_grid_head_equals_the_reference(variant):
-    torch.manual_seed(0)
-    model = randomise_bn(NNMambaSeg(channels=8, number_classes=3, variant=variant).eval())
-    model.do_ds = False
-    fast = prepare_for_inference(model, upsampled_head=True)
-    assert any(isinstance(m, UpsamplingDoubleConv) for m in fast.modules())
-    x = torch.randn(1, 1, 32, 16, 48)
-    with torch.inference_mode():
-        assert relative_error(fast(x.contiguous(memory_format=torch.channels_last_3d)), model(x)) <= TOLERANCE
-
-
 def test_checkpoint_loads_unchanged_and_runs_through_the_predictor():
     torch.manual_seed(0)
     trained = randomise_bn(NNMambaSeg(channels=8, number_classes=3, variant="nnunet").eval())
@@ -98,25 +86,6 @@ def test_checkpoint_loads_unchanged_and_runs_through_the_predictor():
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.inference_mode():
         assert relative_error(torch.from_numpy(predictor(x.numpy())), loaded(x)) <= TOLERANCE
-
-
-@pytest.mark.parametrize("channels_last", [False, True], ids=["ncdhw", "channels-last"])
-@pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("shape", [(2, 5, 4, 6, 3), (1, 8, 8, 8, 8), (1, 3, 1, 2, 5), (1, 4, 2, 7, 1)])
-def test_coarse_grid_head_equals_upsample_then_conv(shape, relu, channels_last):
-    torch.manual_seed(0)
-    conv = nn.Conv3d(shape[1], 4, 3, padding=1)
-    head = UpsampledConvHead(conv, relu=relu)
-    x = torch.randn(*shape)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    with torch.no_grad():
-        expected = conv(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False))
-        expected = F.relu(expected) if relu else expected
-        got = head(x)
-    assert got.shape == expected.shape
-    assert got.is_contiguous(memory_format=torch.channels_last_3d) == channels_last or got.is_contiguous()
-    assert relative_error(got, expected) <= TOLERANCE
 
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "fallback"])
@@ -149,7 +118,6 @@ def test_rewrite_can_be_switched_off():
     plain = prepare_for_inference(model, fuse=False)
     assert not any(isinstance(m, (FusedConv3d, FusedBasicBlock)) for m in plain.modules())
     fused_only = prepare_for_inference(model)
-    assert not any(isinstance(m, UpsamplingDoubleConv) for m in fused_only.modules())
     assert any(isinstance(m, FusedConv3d) for m in fused_only.modules())
 
 

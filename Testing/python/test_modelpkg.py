@@ -166,6 +166,21 @@ def test_a_model_json_with_three_errors_reports_all_three(tmp_path, package):
     (landmark_meta, lambda m: m["outputs"]["landmarks"].pop(), "5 landmark(s) but network.out_channels is 6"),
     (landmark_meta, lambda m: m["outputs"]["lines"][0].update(to="TCD3"),
      "$.outputs.lines[0].to: 'TCD3' is not a landmark name"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"method": "distinct-peaks", "shape": {"pairs": [
+        {"from": "TCD1", "to": "TCD9", "mean_mm": 20.0, "sd_mm": 1.0}]}}),
+     "$.outputs.decoding.shape.pairs[0].to: 'TCD9' is not a landmark name"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"method": "distinct-peaks", "shape": {"pairs": [
+        {"from": "TCD1", "to": "TCD2", "mean_mm": 20.0, "sd_mm": 1.0}], "correlation": [[1.0, 0.5]]}}),
+     "$.outputs.decoding.shape.correlation: 1 x 1 numbers expected"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"method": "distinct-peaks", "shape": {"pairs": [
+        {"from": "TCD1", "to": "TCD2", "mean_mm": 20.0, "sd_mm": 0}]}}),
+     "$.outputs.decoding.shape.pairs[0].sd_mm: 0 is less than or equal to the minimum of 0"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"midline": {"across": ["TCD1", "TCD1"], "on": ["HDV1"]}}),
+     "two different landmarks define the midline"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"midline": {"across": ["TCD1", "TCD2"], "on": ["VERMIS"]}}),
+     "$.outputs.decoding.midline.on: 'VERMIS' not landmark name(s)"),
+    (landmark_meta, lambda m: m["outputs"].update(decoding={"midline": {"across": ["TCD1", "TCD2"], "on": ["TCD2"]}}),
+     "a landmark that defines the midline cannot be moved onto it"),
     (landmark_meta, lambda m: m["input"]["resampling"].pop("landmark_axis_order"),
      "$.input.resampling: 'landmark_axis_order' is a required property"),
     (landmark_meta, lambda m: m["input"]["patch_size"].__setitem__(0, 120), "120 is not a multiple of 16"),

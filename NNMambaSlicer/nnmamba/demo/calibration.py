@@ -1,10 +1,13 @@
 """A classifier's probability that means what it says: Platt scaling fitted on the validation phantoms and folded
 into the network's last layer (same architecture, same keys), and the figures that show it (the Brier score, a
-reliability table: predicted probability against the share of cases that really are positive, per bin)."""
+reliability table: predicted probability against the share of cases that really are positive, per bin). For a
+landmark model: the heatmap peak that counts as full confidence, and the anatomy's distances its decoding keeps."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..tasks.heatmap_peaks import SHAPE_CANDIDATES
 
 
 def platt_scaling(logits, positive, ridge=1e-3, iterations=100):
@@ -76,6 +79,41 @@ def landmark_peak_scale(package, model, phantoms) -> dict:
             "peak_scale": scale,
             "card": f"Full confidence is a heatmap peak of {scale:g}, the median on the {len(phantoms)} validation "
                     "phantoms."}
+
+
+MEDIAN_OF_CHI3 = 1.5382    # median length of a 3D standard normal vector: radial error median -> per-axis spread
+
+
+def landmark_shape(package, model, training, validation) -> dict:
+    """``decoding.shape`` for a landmark model: the mean, spread and correlation of every pair's distance over the
+    ``training`` phantoms' landmarks (the anatomy the network learnt), and the network's per-axis error on the
+    ``validation`` phantoms (their median radial error / MEDIAN_OF_CHI3), which widens each distance's spread."""
+    import itertools
+
+    from ..predictor import NetworkPredictor
+    from ..tasks.landmarks import detect_landmarks
+    from .training_data import phantom_volume
+
+    names = [landmark["name"] for landmark in package.outputs["landmarks"]]
+    points = np.array([[p.landmarks[name] for name in names] for p in training], dtype=float)
+    ends = list(itertools.combinations(range(len(names)), 2))
+    distances = np.stack([np.linalg.norm(points[:, a] - points[:, b], axis=1) for a, b in ends], axis=1)
+    sd = np.maximum(distances.std(axis=0), 0.01)
+    pairs = [{"from": names[a], "to": names[b], "mean_mm": round(float(mean), 3), "sd_mm": round(float(spread), 3)}
+             for (a, b), mean, spread in zip(ends, distances.mean(axis=0), sd)]
+    correlation = np.corrcoef(distances, rowvar=False) if len(training) > 2 else np.eye(len(ends))
+    correlation = np.round(np.nan_to_num(correlation) + 0.0, 3).tolist()   # (+ 0.0: no -0.0 in the file)
+    predictor = NetworkPredictor(model, device="cpu", activation=package.inference["activation"], mirroring=False)
+    errors = [np.linalg.norm(np.subtract(point["position"], p.landmarks[point["label"]])) for p in validation
+              for point in detect_landmarks(package, phantom_volume(p), predictor=predictor).points]
+    noise = round(float(np.median(errors)) / MEDIAN_OF_CHI3, 3)
+    return {"shape": {"pairs": pairs, "correlation": correlation, "localisation_sd_mm": noise},
+            "method": "distances between the training phantoms' landmarks (mean, spread, correlation); localisation "
+                      "spread from the validation phantoms' median radial error", "training_cases": len(training),
+            "card": f"Each point is chosen among its heatmap's {SHAPE_CANDIDATES} best peaks so that the "
+                    f"{len(pairs)} distances between the landmarks fit those of the {len(training)} training "
+                    f"phantoms (spread widened by the network's {noise:g} mm error per axis on the validation "
+                    "phantoms)."}
 
 
 def brier_score(probabilities, positive) -> float:

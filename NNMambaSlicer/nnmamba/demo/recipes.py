@@ -60,6 +60,9 @@ LANDMARKS_META = dict(
                           "peak_scale": 1.0}},
     card=NOT_CLINICAL)
 
+# the vermis is a midline structure: its four ends lie on the plane that bisects TCD1-TCD2 at right angles
+VERMIS_MIDLINE = {"across": ["TCD1", "TCD2"], "on": ["HDV1", "HDV2", "ADV1", "ADV2"]}
+
 CLASSIFICATION_META = dict(
     _BASE, id="demo-brain-atrophy", name="Demo: brain atrophy classifier (synthetic)", task="classification",
     network={"class": "NNMambaEncoder", "variant": "current", "in_channels": 1, "out_channels": 1, "channels": 8},
@@ -148,20 +151,30 @@ def run_recipe(task: str, out_folder, progress=True, log=print, overwrite=False)
 
 def finish_on_validation(task, recipe, model):
     """After training, what the validation phantoms still set (deterministically): a classifier's probability is
-    calibrated (Platt scaling folded into ``model``), a landmark model's full-confidence peak height measured.
-    Returns model.json and the record of what was done (None for segmentation)."""
-    from .calibration import calibrate_classifier, landmark_peak_scale
+    calibrated (Platt scaling folded into ``model``); a landmark model's full-confidence peak height is measured and
+    its decoding given the training anatomy's distances (:func:`.calibration.landmark_shape`) and the vermis's
+    midline (training validated without either, so the run's record stays as it was). Returns model.json
+    and the record of what was done (None for segmentation)."""
+    from .calibration import calibrate_classifier, landmark_peak_scale, landmark_shape
     from .training import _unfinished_package, default_phantom
 
     meta = recipe.model_json()
     if task == "segmentation":
         return meta, None
     package = _unfinished_package(meta, "unwritten")
-    validation = [default_phantom(task, recipe.phantom_size)(seed) for seed in recipe.val_seeds]
+    make_phantom = default_phantom(task, recipe.phantom_size)
+    validation = [make_phantom(seed) for seed in recipe.val_seeds]
     if task == "classification":
         return meta, calibrate_classifier(package, model, validation)
     record = landmark_peak_scale(package, model, validation)
     meta["outputs"]["decoding"]["peak_scale"] = record["peak_scale"]
+    shape = landmark_shape(_unfinished_package(meta, "unwritten"), model,
+                           [make_phantom(seed) for seed in recipe.train_seeds], validation)
+    meta["outputs"]["decoding"]["shape"] = shape.pop("shape")
+    meta["outputs"]["decoding"]["midline"] = VERMIS_MIDLINE
+    record["card"] += (" " + shape.pop("card") + " The vermis's four points are then put on the plane that bisects "
+                       "TCD1-TCD2 at right angles.")
+    record["shape"] = shape
     return meta, record
 
 

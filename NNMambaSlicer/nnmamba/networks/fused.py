@@ -10,10 +10,6 @@ passes over memory on the CPU:
   it is a plain ``F.conv3d`` followed by the same operations.
 * :class:`FusedBasicBlock`: the residual block with ReLU(conv1) fused and ReLU(conv2 + mamba + shortcut) as one
   convolution with a fused sum.
-* :class:`UpsampledConvHead` (opt-in): trilinear ×2 upsampling followed by a 3×3×3 convolution computed as one
-  convolution on the coarse grid (polyphase form): the upsampled map is never built, and the 8 output phases are
-  the output channels of one wide convolution (8·k instead of k channels). Exact in the interior; the one-voxel
-  faces, where the convolution's zero padding meets the upsampling's edge clamping, are computed the direct way.
 """
 
 from __future__ import annotations
@@ -78,15 +74,6 @@ class FusedConv3d(nn.Module):
             y = y + residual
         return F.relu(y, inplace=True) if self.relu else y
 
-    def conv2d(self, x, weight):
-        """A 3×3 padding-1 2-D convolution with this module's bias and ReLU (for :class:`UpsampledConvHead`'s faces)."""
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        if self._onednn(x, None):
-            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1,
-                                                           "relu" if self.relu else "none", [], "")
-        y = F.conv2d(x, weight.to(x.dtype), bias, padding=1)
-        return F.relu(y, inplace=True) if self.relu else y
-
     def _packed_weight(self, x, padding):
         """The weight in oneDNN's blocked layout for this input shape, made once per shape: reordering it on
         every call costs as much as the convolution itself at the small stages (measured 1.7-3.5x slower at
@@ -141,101 +128,3 @@ class FusedBasicBlock(nn.Module):
             residual = x if mixed is None else mixed + x
         return self.conv2(self.conv1(x), residual)
 
-
-# Trilinear ×2 upsampling (align_corners=False) then a 3-tap convolution, along one axis, as 3-tap convolutions
-# on the coarse grid, one per output phase: COARSE_TAPS[phase][coarse offset δ + 1][fine tap a + 1]. Fine voxel
-# 2i is 0.25·x[i-1] + 0.75·x[i], fine voxel 2i+1 is 0.75·x[i] + 0.25·x[i+1] (edge-clamped x).
-COARSE_TAPS = ((
-    (0.75, 0.25, 0.00),
-    (0.25, 0.75, 0.75),
-    (0.00, 0.00, 0.25),
-), (
-    (0.25, 0.00, 0.00),
-    (0.75, 0.75, 0.25),
-    (0.00, 0.25, 0.75),
-))
-
-
-class UpsampledConvHead(nn.Module):
-    """conv(upsample×2(x)) [+ ReLU] for a 3×3×3, stride-1, padding-1 convolution, computed on the coarse grid.
-
-    The eight phases (even/odd fine voxel along each axis) are one convolution with 8·k output channels over
-    the edge-replicated coarse map, interleaved into the fine grid by one copy. That is exact wherever the
-    convolution only sees upsampled voxels; on the outermost fine voxel of each face it would also see the
-    replicated edge where the original sees zero padding, so those six faces are computed directly, each as
-    one 2-D convolution. Measured with one CPU thread, 32 → 16 channels, 64³ → 128³ with the ReLU and the
-    second convolution of the head: 11% faster than upsampling first; not used by default (see
-    :func:`~nnmamba.networks.inference_prep.fuse_convolutions`).
-    """
-
-    def __init__(self, conv, relu=False):
-        super().__init__()
-        if tuple(conv.kernel_size) != (3, 3, 3) or tuple(conv.stride) != (1, 1, 1) or tuple(conv.padding) != (1, 1, 1) \
-                or tuple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
-            raise TypeError("UpsampledConvHead needs a 3x3x3 convolution with stride 1, padding 1, no groups")
-        self.direct = FusedConv3d(conv, relu=relu)       # for the faces
-        weight = conv.weight.detach().double()
-        taps = torch.tensor(COARSE_TAPS, dtype=torch.float64)           # (phase, δ, a)
-        # (pd, ph, pw, out, in, δd, δh, δw): the output channel of the wide convolution is (pd, ph, pw, out).
-        phases = torch.einsum("pxa,qyb,rzc,oiabc->pqroixyz", taps, taps, taps, weight)
-        out_ch = weight.shape[0]
-        wide = FusedConv3d(nn.Conv3d(weight.shape[1], 8 * out_ch, 3, padding=0, bias=conv.bias is not None), relu)
-        wide.weight.data = phases.reshape(8 * out_ch, *weight.shape[1:]).to(conv.weight.dtype).contiguous()
-        if conv.bias is not None:
-            wide.bias.data = conv.bias.detach().repeat(8).clone()
-        self.wide = wide
-        self.out_channels = out_ch
-
-    def forward(self, x):
-        """(B, C, D, H, W) coarse map → (B, k, 2D, 2H, 2W), in the memory layout of ``x``."""
-        batch, _, *coarse = x.shape
-        k = self.out_channels
-        phases = self.wide(F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate"))      # (B, 8k, D, H, W)
-        out = torch.empty(batch, k, *(2 * s for s in coarse), dtype=phases.dtype, device=x.device,
-                          memory_format=_layout(x))
-        # out[b, o, 2i+p, 2j+q, 2l+r] = phases[b, (p, q, r, o), i, j, l]
-        fine = out.view(batch, k, coarse[0], 2, coarse[1], 2, coarse[2], 2)
-        fine.copy_(phases.view(batch, 2, 2, 2, k, *coarse).permute(0, 4, 5, 1, 6, 2, 7, 3))
-        for dim in (2, 3, 4):
-            for high in (False, True):
-                out.select(dim, out.shape[dim] - 1 if high else 0).copy_(self._face(x, dim, high))
-        return out
-
-    def _face(self, x, dim, high):
-        """The outermost fine plane across axis ``dim`` (low or high end), computed directly: a 2-D convolution
-        over the two fine planes it sees (the third is zero padding), each the bilinear upsampling of a blend of
-        the two outermost coarse planes."""
-        size = x.shape[dim]
-        edge = x.select(dim, size - 1 if high else 0)
-        inner = x.select(dim, max(size - 2, 0) if high else min(1, size - 1))
-        # Fine plane 0 is the coarse edge plane and fine plane 1 is 0.75·edge + 0.25·inner (mirrored at the high
-        # end); the convolution sees them through its centre tap and its inward tap.
-        blend = torch.lerp(edge, inner, 0.25)
-        weight = self.direct.weight
-        if high:
-            planes, taps = (blend, edge), (weight.select(dim, 0), weight.select(dim, 1))
-        else:
-            planes, taps = (edge, blend), (weight.select(dim, 1), weight.select(dim, 2))
-        fine = F.interpolate(torch.cat(planes, 1), scale_factor=2, mode="bilinear", align_corners=False)
-        return self.direct.conv2d(fine, torch.cat(taps, 1))
-
-
-class UpsamplingDoubleConv(nn.Module):
-    """A :class:`~nnmamba.networks.blocks.DoubleConv` (BN folded) applied to ``upsample×2(x)``, given ``x``."""
-
-    upsamples_input = True
-
-    def __init__(self, double_conv):
-        super().__init__()
-        first, second = double_conv.conv[0], double_conv.conv[3]
-        self.first = UpsampledConvHead(first, relu=True)
-        self.second = FusedConv3d(second, relu=True)
-
-    def forward(self, x):
-        return self.second(self.first(x))
-
-
-def _layout(x):
-    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format

@@ -15,22 +15,20 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .blocks import BasicBlock, DoubleConv
-from .fused import FusedBasicBlock, FusedConv3d, UpsamplingDoubleConv
+from .fused import FusedBasicBlock, FusedConv3d
 from .mamba_layer import MambaLayer
 
 CONV_NORM_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("nin", "norm"), ("nin2", "norm2"))
 
 
-def prepare_for_inference(model, device="cpu", channels_last=True, fold_batch_norm=True, fuse=True,
-                          upsampled_head=False):
+def prepare_for_inference(model, device="cpu", channels_last=True, fold_batch_norm=True, fuse=True):
     """An eval-mode copy of ``model`` on ``device`` with BN folded, the convolutions fused with what follows
-    them (needs ``fold_batch_norm``) and (for 5-D maps) the channels-last layout. ``upsampled_head``: see
-    :func:`fuse_convolutions`."""
+    them (needs ``fold_batch_norm``) and (for 5-D maps) the channels-last layout."""
     model = copy.deepcopy(model).eval()
     if fold_batch_norm:
         fold_batch_norms(model)
         if fuse:
-            fuse_convolutions(model, upsampled_head=upsampled_head)
+            fuse_convolutions(model)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     return model.to(device=device, memory_format=layout)
 
@@ -53,19 +51,14 @@ def fold_batch_norms(model):
     return model
 
 
-def fuse_convolutions(model, upsampled_head=False):
+def fuse_convolutions(model):
     """Put the modules of :mod:`nnmamba.networks.fused` in place, in a model whose BatchNorms are folded.
 
-    ``upsampled_head``: run nnMambaSeg's full-resolution head on the coarse grid
-    (:class:`~nnmamba.networks.fused.UpsampledConvHead`). Off by default: with one thread it made the head
-    ~11% faster (64³ → 128³, 32 → 16 channels), but in whole-network runs on 2 threads of a busy 2-core machine
-    it measured 0-15% slower than upsampling first (its faces add ~30 small operations, and there every
-    parallel operation pays a scheduling delay).
+    (Running nnMambaSeg's full-resolution head on the coarse grid, as one polyphase convolution, was tried: ~11%
+    faster for the head alone on one thread, 0-15% slower in whole-network runs on 2 threads; not kept.)
     """
     if any(isinstance(m, nn.BatchNorm3d) for m in model.modules()):
         raise ValueError("fold the BatchNorms first (fold_batch_norms)")
-    if upsampled_head and isinstance(getattr(model, "conv8", None), DoubleConv):
-        model.conv8 = UpsamplingDoubleConv(model.conv8)
     for module in list(model.modules()):
         if isinstance(module, DoubleConv):
             module.conv = nn.Sequential(FusedConv3d(module.conv[0], relu=True), FusedConv3d(module.conv[3], relu=True))

@@ -67,8 +67,7 @@ class NNMambaSeg(nn.Module):
         c5 = self.conv5(torch.cat([self.upsample(c4), c3 * s3], 1))
         c6 = self.conv6(torch.cat([self.upsample(c5), c2 * s2], 1))
         c7 = self.conv7(torch.cat([self.upsample(c6), c1 * s1], 1))
-        # The inference rewrite's head takes the coarse map and upsamples inside its convolution.
-        c8 = self.conv8(c7) if getattr(self.conv8, "upsamples_input", False) else self.conv8(self.upsample(c7))
+        c8 = self.conv8(self.upsample(c7))
         if self.variant == "nnunet" and self.do_ds:
             return [c8, self.ds1_cls_conv(c7), self.ds2_cls_conv(c6), self.ds3_cls_conv(c5)]
         return c8

@@ -4,12 +4,17 @@ A landmark heatmap can hold more than one blob (a network unsure which of two lo
 each channel's maximum on its own then lets two landmarks land on the same point, and the peak height alone says
 nothing about the doubt. ``distinct_peaks`` gives each landmark its own peak (the strongest claims first) and a
 ``dominance``: 1 when the chosen peak is the only one, 0 when another place in the same channel is as high.
+
+A network can also light a look-alike place far from the structure as brightly as the right one. The landmarks of
+one anatomy keep their distances to each other, so ``shape_constrained_peaks`` picks, among every channel's few
+best peaks, the combination that is both bright and shaped like the training anatomy (the distances between the
+landmarks scored against their mean and covariance in mm): a pictorial-structures choice over a few candidates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, Sequence
 
 import numpy as np
 
@@ -75,3 +80,65 @@ def distinct_peaks(heatmaps, separation: float) -> List[Peak]:
         dominance = float(np.clip(1.0 - runner_up / value, 0.0, 1.0)) if value > 0 else 0.0
         peaks.append(Peak(index, value, dominance))
     return peaks
+
+
+SHAPE_CANDIDATES = 8          # peaks per landmark among which the shape chooses
+SCORED_DISTANCES = 8_000_000  # combinations x pairs scored at once (64 MB); many landmarks get fewer candidates
+
+
+def shape_constrained_peaks(heatmaps, to_mm: Callable, pairs: Sequence[tuple], mean_mm, precision,
+                            separation: float, candidates: int = SHAPE_CANDIDATES) -> List[Peak]:
+    """One peak per channel from each channel's ``candidates`` best local maxima (fewer when so many landmarks make
+    too many combinations to score), the combination maximising the log-likelihood
+
+        sum over landmarks of log(peak value) - 1/2 (d - mean_mm)^T precision (d - mean_mm),
+
+    where ``d`` are the distances in mm of the channel ``pairs`` (i, j) and ``precision`` the inverse of their
+    covariance (a full one: a larger anatomy makes every distance larger together); ``to_mm`` maps a (k, j, i)
+    index to a position in mm. ``dominance`` compares the chosen peak with the best other candidate of its channel
+    (farther than ``separation`` voxels), the others held where they were chosen: 1 - exp(that score - the choice's)."""
+    limit = max(1, min(int(candidates), int((SCORED_DISTANCES / max(len(pairs), 1)) ** (1 / len(heatmaps)))))
+    found = [local_maxima(heatmap, radius=max(1, int(separation // 2)), limit=limit) for heatmap in heatmaps]
+    log_values = [np.log(np.maximum([value for value, _ in peaks], 1e-6)) for peaks in found]
+    places = [np.array([to_mm(np.asarray(index, dtype=float)) for _, index in peaks]) for peaks in found]
+    mean_mm, precision = np.asarray(mean_mm, dtype=float), np.asarray(precision, dtype=float)
+
+    def score(choice):
+        """Score of the combinations ``choice`` (one broadcastable candidate-index array per channel)."""
+        total = sum(values[index] for values, index in zip(log_values, choice))
+        deviation = np.stack([np.linalg.norm(places[a][choice[a]] - places[b][choice[b]], axis=-1)
+                              for a, b in pairs], axis=-1) - mean_mm
+        return total - 0.5 * np.einsum("...i,ij,...j->...", deviation, precision, deviation)
+
+    def score_of(channel, choice):
+        """Score of every candidate of ``channel`` with the other channels at ``choice``."""
+        size = len(found[channel])
+        return score([np.arange(size) if c == channel else np.full(size, choice[c]) for c in range(len(found))])
+
+    sizes = [len(peaks) for peaks in found]
+    choice = [int(c) for c in np.unravel_index(int(np.argmax(score(np.indices(sizes)))), sizes)]
+    result = []
+    for channel, peaks in enumerate(found):
+        scores = score_of(channel, choice)
+        chosen = choice[channel]
+        rivals = [scores[k] for k, (_, index) in enumerate(peaks) if _apart(index, peaks[chosen][1], separation)]
+        dominance = float(np.clip(1.0 - np.exp(max(rivals) - scores[chosen]), 0.0, 1.0)) if rivals else 1.0
+        value, index = peaks[chosen]
+        result.append(Peak(tuple(index), value, dominance))
+    return result
+
+
+def onto_bisecting_plane(points, across, on):
+    """``points`` (L, 3) with the points ``on`` moved onto the plane that bisects ``across`` (i, j) at right angles:
+    a midline structure's landmarks, put exactly on the midline the two sided ones define."""
+    points = np.array(points, dtype=float)
+    a, b = across
+    normal = points[b] - points[a]
+    length = np.linalg.norm(normal)
+    if length == 0:
+        return points
+    normal /= length
+    middle = (points[a] + points[b]) / 2
+    for k in on:
+        points[k] -= np.dot(points[k] - middle, normal) * normal
+    return points

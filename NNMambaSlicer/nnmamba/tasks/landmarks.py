@@ -10,7 +10,7 @@ import numpy as np
 
 from ..inference import ProbabilitySink, sliding_window_predict
 from .common import make_predictor, prepare_input
-from .heatmap_peaks import Peak, distinct_peaks
+from .heatmap_peaks import SHAPE_CANDIDATES, Peak, distinct_peaks, onto_bisecting_plane, shape_constrained_peaks
 
 if TYPE_CHECKING:
     from ..imaging import Volume
@@ -36,7 +36,9 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
     """Run a landmark ``package`` on ``volume``. ``refine`` overrides the package's decoding ("none" | "quadratic").
 
     Decoding ``argmax`` takes each channel's maximum, with its height as the confidence; ``distinct-peaks`` gives
-    each landmark its own peak and scales the confidence by how clearly that peak wins (:mod:`.heatmap_peaks`)."""
+    each landmark its own peak and scales the confidence by how clearly that peak wins (:mod:`.heatmap_peaks`),
+    choosing among each heatmap's best peaks by the anatomy's distances when the decoding has a ``shape``. A
+    ``midline`` puts the landmarks of a midline structure on the plane that bisects a sided pair."""
     if package.task != "landmarks":
         raise ValueError(f"Model {package.id!r} is a {package.task} model, not a landmark model.")
     started = time.perf_counter()
@@ -55,17 +57,28 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
                                       overlap=package.inference["overlap"], sink=ProbabilitySink(np.float32),
                                       progress=progress, cancel=cancel)
     scale = float(decoding.get("peak_scale", 255.0))
-    if decoding.get("method", "argmax") == "distinct-peaks":
-        peaks = distinct_peaks(heatmaps, float(decoding.get("separation_voxels", 3.0)))
+    separation = float(decoding.get("separation_voxels", 3.0))
+    if decoding.get("method", "argmax") == "distinct-peaks" and "shape" in decoding:
+        peaks = _shape_constrained(heatmaps, outputs["landmarks"], decoding["shape"], separation,
+                                   prepared.resampling.landmark_to_lps)
+    elif decoding.get("method", "argmax") == "distinct-peaks":
+        peaks = distinct_peaks(heatmaps, separation)
     else:   # each channel's own maximum, confidence its height (LFC's decoding)
         peaks = [Peak(np.unravel_index(int(np.argmax(h)), h.shape), 0.0, 1.0) for h in heatmaps]
-    points = []
-    for heatmap, landmark, peak in zip(heatmaps, outputs["landmarks"], peaks):
-        value = float(heatmap[tuple(peak.index)])
+    positions = []
+    for heatmap, peak in zip(heatmaps, peaks):
         kji = np.array(peak.index, dtype=float)
         if refine == "quadratic":
             kji += _parabola_offsets(heatmap, tuple(peak.index))
-        position = prepared.resampling.landmark_to_lps(kji)  # LFC's axis convention or the physical one
+        positions.append(prepared.resampling.landmark_to_lps(kji))  # LFC's axis convention or the physical one
+    midline = decoding.get("midline")
+    if midline:
+        channel = {landmark["name"]: n for n, landmark in enumerate(outputs["landmarks"])}
+        positions = onto_bisecting_plane(positions, [channel[name] for name in midline["across"]],
+                                         [channel[name] for name in midline["on"]])
+    points = []
+    for heatmap, landmark, peak, position in zip(heatmaps, outputs["landmarks"], peaks, positions):
+        value = float(heatmap[tuple(peak.index)])
         points.append({"label": landmark["name"], "position": [float(v) for v in position],
                        "confidence": float(np.clip(value / scale, 0.0, 1.0)) * peak.dominance, "peak": value,
                        "description": landmark.get("description", "")})
@@ -76,6 +89,20 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
                              "description": line.get("description", "")})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _shape_constrained(heatmaps, landmarks, shape, separation, to_mm):
+    """``decoding.shape`` (landmark names; the anatomy's spreads and correlations, and the network's per-axis error
+    at both ends of each distance) to :func:`.heatmap_peaks.shape_constrained_peaks`."""
+    channel = {landmark["name"]: n for n, landmark in enumerate(landmarks)}
+    pairs = [(channel[pair["from"]], channel[pair["to"]]) for pair in shape["pairs"]]
+    sd = np.array([pair["sd_mm"] for pair in shape["pairs"]], dtype=float)
+    correlation = np.asarray(shape.get("correlation", np.eye(len(sd))), dtype=float)
+    noise = float(shape.get("localisation_sd_mm", 0.0))
+    covariance = correlation * np.outer(sd, sd) + np.eye(len(sd)) * 2.0 * noise ** 2
+    return shape_constrained_peaks(heatmaps, to_mm, pairs, [pair["mean_mm"] for pair in shape["pairs"]],
+                                   np.linalg.pinv(covariance), separation,
+                                   int(shape.get("candidates", SHAPE_CANDIDATES)))
 
 
 def _parabola_offsets(heatmap, peak):
