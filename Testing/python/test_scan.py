@@ -104,6 +104,25 @@ def test_numba_scan_matches_reference(shape, delta_scale):
     assert relative_error(selective_scan_numba(**args), selective_scan_reference(**args)) <= 1e-5
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch", "reference"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_scan_added_to_an_output_equals_the_sum(backend, reverse):
+    # the two directions of a CSS layer share one output: the second adds into the first (in the numba kernel
+    # itself), and large z in the gate must not overflow the kernel's sigmoid
+    if backend == "numba" and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba not installed")
+    args = scan_inputs(2, 6, 300, 16)
+    args["z"] = args["z"] * 40
+    first = torch.randn(2, 6, 300)
+    expected = first + ssm.selective_scan(**args, backend=backend, reverse=reverse)
+    out = first.clone()
+    returned = ssm.selective_scan(**args, backend=backend, reverse=reverse, add_to=out)
+    assert returned is out and torch.isfinite(out).all()
+    assert relative_error(out, expected) <= 1e-6
+    reference = first + ssm.selective_scan(**args, backend="reference", reverse=reverse)
+    assert relative_error(out, reference) <= 1e-5
+
+
 def test_shape_errors_are_explained():
     args = scan_inputs(1, 4, 10, 8)
     args["B"] = args["B"][:, :, :5]

@@ -83,8 +83,9 @@ class Mamba(nn.Module):
         x, z = xz.chunk(2, dim=1)
         return self.mix_split(x, z, reverse)
 
-    def mix_split(self, x, z, reverse=False):
-        """:meth:`mix` with the two halves of xz given apart, (b, d_inner, L) each."""
+    def mix_split(self, x, z, reverse=False, add_to=None):
+        """:meth:`mix` with the two halves of xz given apart, (b, d_inner, L) each; ``add_to``: see
+        :func:`~nnmamba.ssm.selective_scan` (inference only)."""
         x = self._causal_conv(x, reverse)
         x_dbl = channels_first_matmul(self.x_proj.weight, x)          # (b, R + 2N, L)
         dt_rank, n = self.dt_rank, self.d_state
@@ -92,7 +93,7 @@ class Mamba(nn.Module):
         B, C = x_dbl[:, dt_rank:dt_rank + n], x_dbl[:, dt_rank + n:]
         return selective_scan(x, dt, self._state_matrix(), B, C, _at_least_fp32(self.D), z=z,
                               delta_bias=_at_least_fp32(self.dt_proj.bias), delta_softplus=True,
-                              backend=self.scan_backend, reverse=reverse)
+                              backend=self.scan_backend, reverse=reverse, add_to=add_to)
 
     def _state_matrix(self):
         """A = -exp(A_log); kept between calls made without autograd (one op fewer per pass)."""

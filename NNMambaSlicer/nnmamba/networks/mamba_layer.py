@@ -80,7 +80,10 @@ class MambaLayer(nn.Module):
             y = mamba.mix_split(torch.cat([x, x.flip(-1)]), torch.cat([z, z.flip(-1)]))
             y = y[:batch * 2] + y[batch * 2:].flip(-1)
         else:
-            y = mamba.mix_split(x, z) + mamba.mix_split(x, z, reverse=True)
+            y = mamba.mix_split(x, z)
+            # without autograd the reverse run adds into y (the numba kernel writes there: no sum pass)
+            y = y + mamba.mix_split(x, z, reverse=True) if torch.is_grad_enabled() else \
+                mamba.mix_split(x, z, reverse=True, add_to=y)
         return w_out, b_out, y.reshape(batch, -1, length)
 
     def _css_weights(self):

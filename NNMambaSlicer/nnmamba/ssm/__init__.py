@@ -90,19 +90,21 @@ def _unusable_reason(name, device, needs_grad, dtype):
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, backend=None,
-                   reverse=False):
+                   reverse=False, add_to=None):
     """Mamba's selective scan (mamba-ssm ``selective_scan_fn`` semantics) on the best available back end.
 
     ``reverse=True`` scans from the last token to the first: the same as flipping every input along L and
-    flipping the output back, which is how back ends without a native reverse scan run it.
+    flipping the output back, which is how back ends without a native reverse scan run it. ``add_to``: add the
+    result to this tensor in place and return it (the numba kernel writes into it directly; no autograd).
     """
     global _last_choice
     choice = choose_backend(u.device, backend, needs_gradient(u, delta, A, B, C, D, z, delta_bias), u.dtype)
     _last_choice = choice
     if choice.backend == "numba":
-        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
-    return reversed_scan(_FORWARD_ONLY[choice.backend], reverse, u, delta, A, B, C, D, z, delta_bias,
-                         delta_softplus)
+        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse,
+                                    add_to=add_to)
+    y = reversed_scan(_FORWARD_ONLY[choice.backend], reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return y if add_to is None else add_to.add_(y)
 
 
 def last_scan_choice():

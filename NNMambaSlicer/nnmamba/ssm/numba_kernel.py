@@ -2,9 +2,9 @@
 
 Used automatically on CPU when ``numba`` is importable and no gradient is needed; numba installs as a wheel
 on Linux, macOS and Windows, so nothing needs a compiler. One pass does the recurrence, the read-out, the D
-skip and the gate for a group of channels, the state in registers; softplus(Δ + bias) and silu(z) run in
-PyTorch first. LLVM vectorises the loop over the state dimension with ``exp_nonpositive``, an exp it can
-inline (Cody-Waite reduction, degree-7 polynomial, 2**k from the exponent bits; within 3e-7 relative of exp).
+skip and the silu(z) gate for a group of channels, the state in registers; softplus(Δ + bias) runs in PyTorch
+first. LLVM vectorises the loop over the state dimension with ``exp2_nonpositive``, a 2**x it can inline
+(degree-5 polynomial exact at 0, 2**k from the exponent bits; within 2e-7 relative).
 ``reverse`` scans from the last token to the first, which the token-flipped CSS passes need, without flipping
 any tensor.
 
@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .common import check_shapes, prepare_delta, reversed_scan
 
@@ -73,8 +72,10 @@ def use_user_cache_dir():
     return folder
 
 
-def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
-    """Same contract as :func:`selective_scan_reference`, plus ``reverse``; CPU, no autograd, float32 inside.
+def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False,
+                         add_to=None):
+    """Same contract as :func:`selective_scan_reference`, plus ``reverse`` and ``add_to`` (a float32 (b, d, L)
+    contiguous tensor the result is added to, in place, and returned); CPU, no autograd, float32 inside.
 
     The kernel's exp assumes Δ·A ≤ 0 (always true for Mamba: Δ = softplus(·) ≥ 0, A = -exp(A_log) < 0);
     inputs that break this, or d_state > MAX_STATE, are handed to the chunked PyTorch scan.
@@ -83,14 +84,16 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     batch, dim, length = u.shape
     f32 = torch.float32
     A_ = A.detach().to(f32).contiguous()
+    accumulate = add_to is not None and add_to.dtype == f32 and add_to.is_contiguous() \
+        and tuple(add_to.shape) == (batch, dim, length) and u.dtype == f32
     if A_.numel() and (A_.max() > 0 or A_.shape[1] > MAX_STATE
                        or (not delta_softplus and delta.numel() and delta.min() < 0)):
         from .chunked import selective_scan_chunked
 
-        return reversed_scan(selective_scan_chunked, reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        y = reversed_scan(selective_scan_chunked, reverse, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return y if add_to is None else add_to.add_(y)
     delta = prepare_delta(delta.detach(), None if delta_bias is None else delta_bias.detach(), delta_softplus, f32)
-    gate = None if z is None else F.silu(z.detach().float())
-    y = torch.empty(batch, dim, length, dtype=f32)
+    y = add_to if accumulate else torch.empty(batch, dim, length, dtype=f32)
     if y.numel():
         use_user_cache_dir()
         from ._numba_scan import fused_scan
@@ -98,9 +101,11 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         fused_scan(_as_array(u), _as_array(delta), A_.numpy(),
                    B.detach().to(f32).transpose(1, 2).contiguous().numpy(),   # (b, L, n): one cache line per step
                    C.detach().to(f32).transpose(1, 2).contiguous().numpy(),
-                   _as_array(torch.zeros(dim) if D is None else D), _as_array(u if gate is None else gate),
-                   gate is not None, bool(reverse), y.numpy())
-    return y.to(u.dtype)
+                   _as_array(torch.zeros(dim) if D is None else D), _as_array(u if z is None else z),
+                   z is not None, bool(reverse), accumulate, y.numpy())
+    if accumulate:
+        return y
+    return y.to(u.dtype) if add_to is None else add_to.add_(y.to(add_to.dtype))
 
 
 def _as_array(tensor):
