@@ -25,13 +25,12 @@ import copy
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import print_table  # noqa: E402
+from timing import print_table, times_interleaved  # noqa: E402
 
 from nnmamba.networks import NNMambaSeg, prepare_for_inference  # noqa: E402
 from nnmamba.predictor import NetworkPredictor  # noqa: E402
@@ -75,21 +74,6 @@ def contenders(device):
         AFTER: (lambda x: predictor.model(x.contiguous(memory_format=last)), _params(net)),
     }
     return nets
-
-
-def times_interleaved(fns, rounds):
-    """{name: [seconds per round]}, each callable run once per round in turn, after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def run_size(size, nets, device, rounds):

@@ -28,17 +28,22 @@ def print_table(header, rows):
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
 
 
-def best_times_interleaved(fns, rounds=3):
-    """{name: seconds} for several callables, run in turn round after round (min per name), so that a slow
-    spell of the machine hits every contender alike instead of whichever happened to run then."""
+def times_interleaved(fns, rounds):
+    """{name: [seconds per round]} for several callables, run in turn round after round after one warm-up call
+    each, so that a slow spell of the machine hits every contender alike instead of whichever happened to run."""
     for fn in fns.values():
-        fn()                                   # warm-up
-    best = {name: float("inf") for name in fns}
+        fn()
+    times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def best_times_interleaved(fns, rounds=3):
+    """{name: the best of :func:`times_interleaved`'s rounds}."""
+    return {name: min(times) for name, times in times_interleaved(fns, rounds).items()}

@@ -235,14 +235,20 @@ def test_a_label_map_on_another_grid_is_refused(tmp_path):
         read_dataset(tmp_path)
 
 
-def test_train_demo_runs_the_recipe_and_writes_a_card_with_held_out_metrics(capsys, monkeypatch, tmp_path):
+def _tiny_recipe(monkeypatch, task, train, val, test):
+    """The task's demo recipe on a few 32³ phantoms and two steps, put in place of the real one."""
     import dataclasses
 
     from nnmamba.demo import recipes
 
-    tiny = dataclasses.replace(recipes.RECIPES["classification"], train_seeds=range(0, 2), val_seeds=range(1000, 1002),
-                               test_seeds=range(2000, 2004), steps=2, phantom_size=(32, 32, 32))
-    monkeypatch.setitem(recipes.RECIPES, "classification", tiny)
+    tiny = dataclasses.replace(recipes.RECIPES[task], train_seeds=train, val_seeds=val, test_seeds=test, steps=2,
+                               phantom_size=(32, 32, 32))
+    monkeypatch.setitem(recipes.RECIPES, task, tiny)
+    return tiny
+
+
+def test_train_demo_runs_the_recipe_and_writes_a_card_with_held_out_metrics(capsys, monkeypatch, tmp_path):
+    tiny = _tiny_recipe(monkeypatch, "classification", range(0, 2), range(1000, 1002), range(2000, 2004))
     code, out, err = run(capsys, "train", "demo", "classification", "--out", tmp_path / "cls", "--quiet")
     assert code == 0, err
     package = ModelPackage.open(tmp_path / "cls")
@@ -253,13 +259,9 @@ def test_train_demo_runs_the_recipe_and_writes_a_card_with_held_out_metrics(caps
 
 
 def test_train_demo_landmarks_gives_the_decoding_its_shape_and_midline(capsys, monkeypatch, tmp_path):
-    import dataclasses
-
     from nnmamba.demo import recipes
 
-    tiny = dataclasses.replace(recipes.RECIPES["landmarks"], train_seeds=range(0, 4), val_seeds=range(1000, 1002),
-                               test_seeds=range(4000, 4002), steps=2, phantom_size=(32, 32, 32))
-    monkeypatch.setitem(recipes.RECIPES, "landmarks", tiny)
+    _tiny_recipe(monkeypatch, "landmarks", range(0, 4), range(1000, 1002), range(4000, 4002))
     code, out, err = run(capsys, "train", "demo", "landmarks", "--out", tmp_path / "lm", "--quiet")
     assert code == 0, err
     package = ModelPackage.open(tmp_path / "lm")

@@ -58,8 +58,9 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
                                       progress=progress, cancel=cancel)
     scale = float(decoding.get("peak_scale", 255.0))
     separation = float(decoding.get("separation_voxels", 3.0))
+    channel = {landmark["name"]: n for n, landmark in enumerate(outputs["landmarks"])}
     if decoding.get("method", "argmax") == "distinct-peaks" and "shape" in decoding:
-        peaks = _shape_constrained(heatmaps, outputs["landmarks"], decoding["shape"], separation,
+        peaks = _shape_constrained(heatmaps, channel, decoding["shape"], separation,
                                    prepared.resampling.landmark_to_lps)
     elif decoding.get("method", "argmax") == "distinct-peaks":
         peaks = distinct_peaks(heatmaps, separation)
@@ -73,7 +74,6 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
         positions.append(prepared.resampling.landmark_to_lps(kji))  # LFC's axis convention or the physical one
     midline = decoding.get("midline")
     if midline:
-        channel = {landmark["name"]: n for n, landmark in enumerate(outputs["landmarks"])}
         positions = onto_bisecting_plane(positions, [channel[name] for name in midline["across"]],
                                          [channel[name] for name in midline["on"]])
     points = []
@@ -91,10 +91,10 @@ def detect_landmarks(package: ModelPackage, volume: Volume, device: str = "auto"
     return result
 
 
-def _shape_constrained(heatmaps, landmarks, shape, separation, to_mm):
-    """``decoding.shape`` (landmark names; the anatomy's spreads and correlations, and the network's per-axis error
-    at both ends of each distance) to :func:`.heatmap_peaks.shape_constrained_peaks`."""
-    channel = {landmark["name"]: n for n, landmark in enumerate(landmarks)}
+def _shape_constrained(heatmaps, channel, shape, separation, to_mm):
+    """``decoding.shape`` (landmark names, mapped to channels by ``channel``; the anatomy's spreads and
+    correlations, and the network's per-axis error at both ends of each distance) to
+    :func:`.heatmap_peaks.shape_constrained_peaks`."""
     pairs = [(channel[pair["from"]], channel[pair["to"]]) for pair in shape["pairs"]]
     sd = np.array([pair["sd_mm"] for pair in shape["pairs"]], dtype=float)
     correlation = np.asarray(shape.get("correlation", np.eye(len(sd))), dtype=float)
