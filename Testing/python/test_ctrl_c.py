@@ -116,6 +116,29 @@ def test_ctrl_c_while_predict_starts_exits_130_with_one_line(tmp_path, moment):
     assert list(tmp_path.iterdir()) == []
 
 
+INTERRUPTED_INSIDE_EXEC = """
+import runpy, sys
+import nnmamba.cli
+
+def interrupted_inside_exec(argv):
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**8): pass")
+
+nnmamba.cli._run = interrupted_inside_exec
+sys.argv = ["nnmamba", "info"]
+runpy.run_module("nnmamba", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_inside_an_exec_of_a_string_still_exits_130(tmp_path):
+    """The CI failure of a run interrupted while torch imports, made certain: the Ctrl-C lands inside exec() of a
+    string, as it does when it hits dataclasses' or namedtuple's generated code. CPython then keeps a flag that
+    turns the exit of a `python -m` run into death by SIGINT (-2) although nnmamba caught the interrupt."""
+    (tmp_path / "interrupt_inside_exec.py").write_text(INTERRUPTED_INSIDE_EXEC, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "interrupt_inside_exec"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, preexec_fn=as_from_a_terminal)
+    assert (result.returncode, result.stderr.strip(), result.stdout) == (130, CANCELLED, "")
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_the_network_runs_clears_the_bar_and_writes_nothing(tmp_path):
     output = tmp_path / "ct.seg.nrrd"

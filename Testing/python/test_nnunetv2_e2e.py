@@ -101,9 +101,12 @@ def test_nnmamba_predict_matches_nnunet_predictor(trained, monkeypatch):
     sizes = {label: int((np.argmax(their_probabilities[1:], 0) + 1 == label).sum()) for label in range(1, 7)}
     print(f"foreground-argmax Dice per label (voxels): {foreground} {sizes}")
     assert difference < 1e-3
-    assert min(dice.values()) >= 0.99, dice
+    # Labels may differ only where nnU-Net's own probabilities are tied to rounding (a smoke model has many such
+    # voxels): each disagreeing voxel's top-two margin is far below any real decision.
+    assert _largest_margin_where_they_differ(ours, theirs, their_probabilities) < 1e-4, dice
     assert sum(size > 0 for size in sizes.values()) >= 2, sizes
-    assert min(foreground.values()) >= 0.99, foreground
+    assert _largest_margin_where_they_differ(np.argmax(probabilities[1:], 0), np.argmax(their_probabilities[1:], 0),
+                                             their_probabilities[1:]) < 1e-4, foreground
     assert float16_difference < 0.1   # float16 rounding, not a different pipeline
     assert os.environ.get("nnUNet_extTrainer")   # set for nnU-Net's predictor, not written anywhere
 
@@ -115,3 +118,14 @@ def _dice(a_labels, b_labels, labels=range(1, 7)):
         total = int(a.sum() + b.sum())
         dice[label] = 1.0 if total == 0 else round(float(2.0 * np.logical_and(a, b).sum() / total), 4)
     return dice
+
+
+def _largest_margin_where_they_differ(a_labels, b_labels, probabilities):
+    """The largest gap between the two most probable classes over the voxels whose labels differ (0 if none)."""
+    differ = a_labels != b_labels
+    if not differ.any():
+        return 0.0
+    top_two = np.sort(probabilities[:, differ], axis=0)[-2:]
+    margin = float((top_two[1] - top_two[0]).max())
+    print(f"{int(differ.sum())} voxels differ, each a tie: largest top-two margin {margin:.1e}")
+    return margin
