@@ -1,15 +1,16 @@
 """Compiled map back of class probabilities (numba; imported only when used, importing numba takes ~0.5 s).
 
-One pass per input row: every float16 channel decoded, interpolated axis by axis in the order and with the very
-float32 operations of :func:`nnmamba.resampling._interpolate_along` ((upper - lower) * weight + lower, no fused
-multiply-add), and the winner kept, on all cores. The labels are those of the numpy path, bit for bit.
+One pass per input row: every channel (float32, or float16 bits decoded exactly) interpolated axis by axis in the
+order and with the very float32 operations of :func:`nnmamba.resampling._interpolate_along` ((upper - lower) *
+weight + lower, no fused multiply-add), and the winner kept, on all cores. The labels are those of the numpy path,
+bit for bit.
 """
 
 import llvmlite.ir
 import numba
 import numpy as np
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 f32 = np.float32
 
@@ -45,6 +46,21 @@ def _decode(plane, out):
     for j in range(rows):
         for i in range(cols):
             out[j, i] = _half_to_float(plane[j, i])
+
+
+def _as_float32(plane, buffer):
+    """A float32 source plane: ``plane`` itself, or float16 bits decoded into ``buffer`` (compiled: the overload)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_as_float32)
+def _as_float32_compiled(plane, buffer):
+    if plane.dtype == types.uint16:
+        def decoded(plane, buffer):
+            _decode(plane, buffer)
+            return buffer
+        return decoded
+    return lambda plane, buffer: plane
 
 
 @numba.njit(cache=True)
@@ -94,17 +110,17 @@ def _lerp_planes(low, high, weight):
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def map_back_labels(channels, k_position, first_in_plane, k_plan, j_plan, i_plan, labels):
-    """labels (K, J, I) uint8 <- the winning channel of the interpolated float16 ``channels`` (a typed list of
-    (Kn, Jn, In) uint16 views). ``k_position``: where the K step comes in the order (0, 1 or 2);
-    ``first_in_plane``: 1 (J) or 2 (I), the in-plane step that comes first. Ties keep the lower channel."""
+    """labels (K, J, I) uint8 <- the winning channel of the interpolated ``channels`` (a typed list of (Kn, Jn, In)
+    float32 arrays, or uint16 views of float16 ones). ``k_position``: where the K step comes in the order (0, 1 or
+    2); ``first_in_plane``: 1 (J) or 2 (I), the in-plane step that comes first. Ties keep the lower channel."""
     k_lower, k_upper, k_weight = k_plan
     for k in numba.prange(labels.shape[0]):
         best = np.empty((labels.shape[1], labels.shape[2]), dtype=f32)
-        low_plane = np.empty(channels[0].shape[1:], dtype=f32)
-        high_plane = np.empty(channels[0].shape[1:], dtype=f32)
+        low_buffer = np.empty(channels[0].shape[1:], dtype=f32)
+        high_buffer = np.empty(channels[0].shape[1:], dtype=f32)
         for channel in range(len(channels)):
-            _decode(channels[channel][k_lower[k]], low_plane)
-            _decode(channels[channel][k_upper[k]], high_plane)
+            low_plane = _as_float32(channels[channel][k_lower[k]], low_buffer)
+            high_plane = _as_float32(channels[channel][k_upper[k]], high_buffer)
             if k_position == 0:
                 values = _in_plane(_lerp_planes(low_plane, high_plane, k_weight[k]), first_in_plane, j_plan, i_plan)
             elif k_position == 2:

@@ -127,7 +127,8 @@ def sliding_window_predict(image: np.ndarray, predict: Callable[[np.ndarray], An
     shape = image.shape[1:]
     patch = fit_patch(shape, patch_size)
     sink = sink if sink is not None else ArgmaxSink()
-    axis = choose_stream_axis(shape, patch)
+    axis = getattr(sink, "stream_axis", None)   # a sink may need one axis (StreamingMapBack: K)
+    axis = choose_stream_axis(shape, patch) if axis is None else axis
     sink.start(shape, num_outputs, axis)
 
     # Work in "stream-first" views: axis 0 of every spatial array is the streamed axis.

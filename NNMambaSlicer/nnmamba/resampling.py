@@ -117,28 +117,6 @@ def _interpolate_block(values, steps):
     return values
 
 
-def _map_back_compiled(channels, labels, source_shape):
-    """:meth:`Resampling.probabilities_to_input` by the compiled kernel (numba installed, float16 channels as the
-    probability store keeps them, up to 256 classes); False where it does not apply."""
-    from .ssm.numba_kernel import numba_available, use_user_cache_dir
-
-    usable = labels.dtype == np.uint8 and all(
-        values.dtype == np.float16 and values.ndim == 3 and values.flags.c_contiguous for values in channels)
-    if not usable or not numba_available():
-        return False
-    target = labels.shape
-    order = sorted(range(3), key=lambda a: target[a] / source_shape[a])     # as _row_blocks: shrinking axes first
-    plans = [_axis_plan(n_in, n_out, "edge") for n_in, n_out in zip(source_shape, target)]
-    use_user_cache_dir()
-    from numba.typed import List
-
-    from ._numba_map_back import map_back_labels
-
-    map_back_labels(List([values.view(np.uint16) for values in channels]), order.index(0),
-                    next(axis for axis in order if axis != 0), *plans, labels)
-    return True
-
-
 def _gaussian_along(array, axis, sigma):
     """scipy.ndimage.gaussian_filter1d (truncate 4, mirror boundary), which skimage's anti-aliasing uses."""
     radius = int(4.0 * sigma + 0.5)
@@ -274,8 +252,8 @@ class Resampling:
         input grid exactly as :meth:`values_to_input` does, and the winner kept. Ties keep the lower label
         (background first). ``get_channel(c)`` is called once per channel and should be cheap (a view).
 
-        Float16 channels (the probability store's) with numba installed go through one compiled pass per input
-        row on all cores (:mod:`nnmamba._numba_map_back`). Otherwise the work goes block by block of input rows
+        With numba installed, float16 or float32 channels go through one compiled pass per input row on all cores
+        (:mod:`nnmamba.map_back`). Otherwise the work goes block by block of input rows
         (about ``block_voxels`` voxels, every channel, then the next block; the blocks on all cores), so that the
         interpolated values, the running maximum and the labels stay in the CPU cache and no channel is ever held
         whole at input resolution. Both give the labels of interpolating whole channels, bit for bit; 16 channels
@@ -289,7 +267,9 @@ class Resampling:
             self._check_network_shape(values)
         target = self.input_shape_kji
         labels = np.zeros(target, dtype=np.uint8 if num_channels <= 256 else np.uint16)
-        if _map_back_compiled(channels, labels, self.network_shape_kji):
+        from .map_back import map_back_compiled
+
+        if map_back_compiled(channels, labels, self.network_shape_kji):
             return labels
 
         def label_rows(block):

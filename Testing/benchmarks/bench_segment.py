@@ -90,6 +90,7 @@ class Stages:
 
 def instrument(stages):
     import nnmamba.inference as inference
+    import nnmamba.map_back as map_back
     import nnmamba.orientation as orientation
     import nnmamba.resampling as resampling
     import nnmamba.tasks.common as common
@@ -104,6 +105,7 @@ def instrument(stages):
     stages.wrap(inference.ArgmaxSink, "consume", "argmax / probability store")
     stages.wrap(inference.ProbabilitySink, "consume", "argmax / probability store")
     stages.wrap(resampling.Resampling, "probabilities_to_input", "resample back (probabilities -> labels)")
+    stages.wrap(map_back.StreamingMapBack, "consume", "resample back, streamed from the window's rows")
     stages.wrap(orientation.Reorientation, "undo_array", "undo reorientation")
 
 

@@ -192,52 +192,6 @@ def test_probabilities_to_input_block_by_block_is_whole_channel_interpolation(ne
     assert 0 < np.count_nonzero(labels == 0) < labels.size
 
 
-# network sizes (I, J, K) against the input (20, 17, 23): every order of the three interpolation steps
-STEP_ORDERS = {"K, J, I": (10, 15, 30), "K, I, J": (18, 8, 30), "J, K, I": (9, 25, 20), "I, J, K": (30, 12, 10),
-               "J, I, K": (14, 30, 8), "I, K, J": (25, 7, 20)}
-
-
-@pytest.mark.parametrize("order", list(STEP_ORDERS))
-def test_compiled_map_back_gives_the_labels_of_the_numpy_blocks(order):
-    """The numba kernel (float16 channels, the probability store's) against the numpy blocks (float32 channels of
-    the same values) and whole-channel interpolation, in every order of the axis steps: the same labels, bit for
-    bit, ties included."""
-    from nnmamba.resampling import _map_back_compiled
-    from nnmamba.ssm.numba_kernel import numba_available
-
-    geometry = Geometry.create((3, -2, 7), (0.9, 1.3, 2.1), rotation(0.1, 0.2, -0.3))
-    size, network_size = (20, 17, 23), STEP_ORDERS[order]
-    target = np.asarray(size) * geometry.spacing / np.asarray(network_size)
-    mapping = network_grid(geometry, size, {"mode": "spacing", "spacing": target.tolist()})
-    assert mapping.network_shape_ijk == network_size
-    rng = np.random.default_rng(11)
-    channels = [rng.random(network_size[::-1]).astype(np.float16) for _ in range(6)]
-    channels[4] = channels[2].copy()   # a tie everywhere: the lower label wins
-    channels[0][0, 0, 0] = np.float16(6e-8)   # a subnormal float16
-    as_float32 = [values.astype(np.float32) for values in channels]
-    labels = mapping.probabilities_to_input(lambda c: channels[c], 6)
-    numpy_labels = mapping.probabilities_to_input(lambda c: as_float32[c], 6)
-    expected = np.argmax(np.stack([mapping.values_to_input(c) for c in channels]), axis=0)
-    assert np.array_equal(labels, numpy_labels) and np.array_equal(labels, expected)
-    assert not np.any(labels == 4) and len(np.unique(labels)) == 5
-    compiled = np.zeros_like(labels)
-    assert _map_back_compiled(channels, compiled, mapping.network_shape_kji) == numba_available()
-    assert not numba_available() or np.array_equal(compiled, labels)
-
-
-def test_float16_decoding_of_the_compiled_map_back_is_exact():
-    pytest.importorskip("numba")
-    from nnmamba._numba_map_back import _decode
-
-    every_half = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
-    decoded = np.empty(every_half.shape, dtype=np.float32)
-    _decode(every_half, decoded)
-    expected = every_half.view(np.float16).astype(np.float32)
-    numbers = ~np.isnan(expected)
-    assert np.array_equal(decoded.view(np.uint32)[numbers], expected.view(np.uint32)[numbers])  # signed zeros too
-    assert np.isnan(decoded[~numbers]).all()
-
-
 def test_shape_mode_is_skimage_resize_order_1():
     ndimage = pytest.importorskip("scipy.ndimage")
     geometry, size, _ = CASES["thick-first-axis"]

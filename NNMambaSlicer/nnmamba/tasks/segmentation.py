@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from ..inference import ArgmaxSink, ProbabilitySink, sliding_window_predict
+from ..inference import ArgmaxSink, ProbabilitySink, fit_patch, sliding_window_predict
 from .common import make_predictor, prepare_input
 
 if TYPE_CHECKING:
@@ -49,16 +49,14 @@ def segment_volume(package: ModelPackage, volume: Volume, device: str = "auto", 
     prepared_at = time.perf_counter()
     predictor = predictor or make_predictor(package, device, mirroring, note)
     network_before = predictor.network_seconds
-    on_input_grid = prepared.resampling.is_identity
-    # Without resampling, the argmax is all we need; otherwise keep (float16) probabilities to resample them.
-    sink = ArgmaxSink() if on_input_grid else ProbabilitySink()
+    sink = _sink(prepared, package)
     out = sliding_window_predict(prepared.network.array, predictor, package.input["patch_size"][::-1],
                                  package.network["out_channels"], overlap=package.inference["overlap"]
                                  if overlap is None else overlap, sink=sink, tile_batch=tile_batch,
                                  progress=progress, cancel=cancel,
                                  importance=getattr(prepared.resampling, "importance", None))
     windowed_at = time.perf_counter()
-    if on_input_grid:
+    if not isinstance(sink, ProbabilitySink):
         labels = out
     else:
         labels = prepared.resampling.probabilities_to_input(lambda c: out[c], len(out))
@@ -71,3 +69,20 @@ def segment_volume(package: ModelPackage, volume: Volume, device: str = "auto", 
                "total": finished - started}
     return SegmentationResult(np.ascontiguousarray(labels), volume.geometry, list(package.outputs["labels"]),
                               list(package.outputs.get("regions", [])), seconds, notes)
+
+
+def _sink(prepared, package):
+    """Without resampling the argmax is all we need. Otherwise the labels are mapped back to the input grid: streamed
+    from the window's finished rows where the compiled kernel runs and that takes less memory, else from a store of
+    float16 probabilities."""
+    if prepared.resampling.is_identity:
+        return ArgmaxSink()
+    from ..map_back import StreamingMapBack, compiled_map_back_usable, streaming_saves_memory
+    from ..resampling import Resampling
+
+    shape = prepared.network.array.shape[1:]
+    if isinstance(prepared.resampling, Resampling) and compiled_map_back_usable(package.network["out_channels"]) \
+            and streaming_saves_memory(shape, fit_patch(shape, package.input["patch_size"][::-1])):
+        return StreamingMapBack(prepared.resampling)
+    return ProbabilitySink()
+
