@@ -110,17 +110,17 @@ def _lerp_planes(low, high, weight):
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def map_back_labels(channels, k_position, first_in_plane, k_plan, j_plan, i_plan, labels):
-    """labels (K, J, I) uint8 <- the winning channel of the interpolated ``channels`` (a typed list of (Kn, Jn, In)
-    float32 arrays, or uint16 views of float16 ones). ``k_position``: where the K step comes in the order (0, 1 or
+    """labels (K, J, I) uint8 <- the winning channel of the interpolated ``channels`` ((C, Kn, Jn, In) float32, or
+    a uint16 view of float16). ``k_position``: where the K step comes in the order (0, 1 or
     2); ``first_in_plane``: 1 (J) or 2 (I), the in-plane step that comes first. Ties keep the lower channel."""
     k_lower, k_upper, k_weight = k_plan
     for k in numba.prange(labels.shape[0]):
         best = np.empty((labels.shape[1], labels.shape[2]), dtype=f32)
-        low_buffer = np.empty(channels[0].shape[1:], dtype=f32)
-        high_buffer = np.empty(channels[0].shape[1:], dtype=f32)
-        for channel in range(len(channels)):
-            low_plane = _as_float32(channels[channel][k_lower[k]], low_buffer)
-            high_plane = _as_float32(channels[channel][k_upper[k]], high_buffer)
+        low_buffer = np.empty(channels.shape[2:], dtype=f32)
+        high_buffer = np.empty(channels.shape[2:], dtype=f32)
+        for channel in range(channels.shape[0]):
+            low_plane = _as_float32(channels[channel, k_lower[k]], low_buffer)
+            high_plane = _as_float32(channels[channel, k_upper[k]], high_buffer)
             if k_position == 0:
                 values = _in_plane(_lerp_planes(low_plane, high_plane, k_weight[k]), first_in_plane, j_plan, i_plan)
             elif k_position == 2:

@@ -105,7 +105,7 @@ def instrument(stages):
     stages.wrap(inference.ArgmaxSink, "consume", "argmax / probability store")
     stages.wrap(inference.ProbabilitySink, "consume", "argmax / probability store")
     stages.wrap(resampling.Resampling, "probabilities_to_input", "resample back (probabilities -> labels)")
-    stages.wrap(map_back.StreamingMapBack, "consume", "resample back, streamed from the window's rows")
+    stages.wrap(map_back.StreamingMapBack, "consume", "resample back (streamed from the window)")
     stages.wrap(orientation.Reorientation, "undo_array", "undo reorientation")
 
 

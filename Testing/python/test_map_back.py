@@ -40,18 +40,22 @@ def test_whole_channels_compiled_are_the_numpy_blocks(order, monkeypatch):
     """float16 (the probability store's) and float32 channels, a tie everywhere (the lower label wins) and a
     subnormal float16, in every order of the axis steps."""
     mapping = mapping_for(STEP_ORDERS[order])
-    rng = np.random.default_rng(11)
-    channels = [rng.random(mapping.network_shape_kji).astype(np.float16) for _ in range(6)]
-    channels[4] = channels[2].copy()
-    channels[0][0, 0, 0] = np.float16(6e-8)
+    store = np.random.default_rng(11).random((6, *mapping.network_shape_kji)).astype(np.float16)
+    store[4] = store[2]
+    store[0, 0, 0, 0] = np.float16(6e-8)
+    channels = list(store)
     expected = numpy_blocks(mapping, channels, monkeypatch)
     assert np.array_equal(expected, np.argmax(np.stack([mapping.values_to_input(c) for c in channels]), axis=0))
     assert not np.any(expected == 4) and len(np.unique(expected)) == 5
-    for values in (channels, [c.astype(np.float32) for c in channels]):
+    for values in (channels, list(store.astype(np.float32))):
         labels = np.zeros_like(expected)
         assert map_back_compiled(values, labels, mapping.network_shape_kji)
         assert np.array_equal(labels, expected)
         assert np.array_equal(mapping.probabilities_to_input(values.__getitem__, 6), expected)
+    # channels that cannot be one array (one of them in Fortran order) go through the numpy blocks
+    apart = [np.asfortranarray(values) if c == 3 else values for c, values in enumerate(channels)]
+    assert not map_back_compiled(apart, np.zeros_like(expected), mapping.network_shape_kji)
+    assert np.array_equal(mapping.probabilities_to_input(apart.__getitem__, 6), expected)
 
 
 @needs_numba
