@@ -111,8 +111,8 @@ def _lerp_planes(low, high, weight):
 @numba.njit(parallel=True, cache=True, nogil=True)
 def map_back_labels(channels, k_position, first_in_plane, k_plan, j_plan, i_plan, labels):
     """labels (K, J, I) uint8 <- the winning channel of the interpolated ``channels`` ((C, Kn, Jn, In) float32, or
-    a uint16 view of float16). ``k_position``: where the K step comes in the order (0, 1 or
-    2); ``first_in_plane``: 1 (J) or 2 (I), the in-plane step that comes first. Ties keep the lower channel."""
+    a uint16 view of float16). ``k_position``: where the K step comes in the order (0, 1 or 2); ``first_in_plane``:
+    1 (J) or 2 (I), the in-plane step that comes first. Ties keep the lower channel."""
     k_lower, k_upper, k_weight = k_plan
     for k in numba.prange(labels.shape[0]):
         best = np.empty((labels.shape[1], labels.shape[2]), dtype=f32)
