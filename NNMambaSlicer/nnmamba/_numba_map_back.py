@@ -83,19 +83,16 @@ def _along_columns(src, lower, upper, weight, out):
 
 
 @numba.njit(cache=True)
-def _in_plane(plane, first_axis, j_plan, i_plan):
-    """The two in-plane steps, ``first_axis`` (1 = J, 2 = I) first."""
-    (j_lower, j_upper, j_weight), (i_lower, i_upper, i_weight) = j_plan, i_plan
-    if first_axis == 1:
-        middle = np.empty((len(j_weight), plane.shape[1]), dtype=f32)
-        _along_rows(plane, j_lower, j_upper, j_weight, middle)
-        out = np.empty((len(j_weight), len(i_weight)), dtype=f32)
-        _along_columns(middle, i_lower, i_upper, i_weight, out)
+def _in_plane_step(plane, axis, j_plan, i_plan):
+    """One in-plane interpolation of a plane: along J (``axis`` 1) or along I (2)."""
+    if axis == 1:
+        lower, upper, weight = j_plan
+        out = np.empty((len(weight), plane.shape[1]), dtype=f32)
+        _along_rows(plane, lower, upper, weight, out)
     else:
-        middle = np.empty((plane.shape[0], len(i_weight)), dtype=f32)
-        _along_columns(plane, i_lower, i_upper, i_weight, middle)
-        out = np.empty((len(j_weight), len(i_weight)), dtype=f32)
-        _along_rows(middle, j_lower, j_upper, j_weight, out)
+        lower, upper, weight = i_plan
+        out = np.empty((plane.shape[0], len(weight)), dtype=f32)
+        _along_columns(plane, lower, upper, weight, out)
     return out
 
 
@@ -121,13 +118,18 @@ def map_back_labels(channels, k_position, first_in_plane, k_plan, j_plan, i_plan
         for channel in range(channels.shape[0]):
             low_plane = _as_float32(channels[channel, k_lower[k]], low_buffer)
             high_plane = _as_float32(channels[channel, k_upper[k]], high_buffer)
+            a, b = first_in_plane, 3 - first_in_plane        # the in-plane steps in their order
             if k_position == 0:
-                values = _in_plane(_lerp_planes(low_plane, high_plane, k_weight[k]), first_in_plane, j_plan, i_plan)
-            elif k_position == 2:
-                values = _lerp_planes(_in_plane(low_plane, first_in_plane, j_plan, i_plan),
-                                      _in_plane(high_plane, first_in_plane, j_plan, i_plan), k_weight[k])
+                values = _in_plane_step(_in_plane_step(_lerp_planes(low_plane, high_plane, k_weight[k]),
+                                                       a, j_plan, i_plan), b, j_plan, i_plan)
+            elif k_position == 1:
+                values = _in_plane_step(_lerp_planes(_in_plane_step(low_plane, a, j_plan, i_plan),
+                                                     _in_plane_step(high_plane, a, j_plan, i_plan), k_weight[k]),
+                                        b, j_plan, i_plan)
             else:
-                values = _k_between(low_plane, high_plane, k_weight[k], first_in_plane, j_plan, i_plan)
+                values = _lerp_planes(
+                    _in_plane_step(_in_plane_step(low_plane, a, j_plan, i_plan), b, j_plan, i_plan),
+                    _in_plane_step(_in_plane_step(high_plane, a, j_plan, i_plan), b, j_plan, i_plan), k_weight[k])
             row = labels[k]
             if channel == 0:
                 best[:] = values
@@ -138,26 +140,3 @@ def map_back_labels(channels, k_position, first_in_plane, k_plan, j_plan, i_plan
                     if values[j, i] > best[j, i]:
                         best[j, i] = values[j, i]
                         row[j, i] = channel
-
-
-@numba.njit(cache=True)
-def _k_between(low_plane, high_plane, weight, first_in_plane, j_plan, i_plan):
-    """One in-plane step on both source rows, then K, then the other in-plane step."""
-    (j_lower, j_upper, j_weight), (i_lower, i_upper, i_weight) = j_plan, i_plan
-    if first_in_plane == 1:
-        low = np.empty((len(j_weight), low_plane.shape[1]), dtype=f32)
-        high = np.empty_like(low)
-        _along_rows(low_plane, j_lower, j_upper, j_weight, low)
-        _along_rows(high_plane, j_lower, j_upper, j_weight, high)
-        middle = _lerp_planes(low, high, weight)
-        out = np.empty((len(j_weight), len(i_weight)), dtype=f32)
-        _along_columns(middle, i_lower, i_upper, i_weight, out)
-    else:
-        low = np.empty((low_plane.shape[0], len(i_weight)), dtype=f32)
-        high = np.empty_like(low)
-        _along_columns(low_plane, i_lower, i_upper, i_weight, low)
-        _along_columns(high_plane, i_lower, i_upper, i_weight, high)
-        middle = _lerp_planes(low, high, weight)
-        out = np.empty((len(j_weight), len(i_weight)), dtype=f32)
-        _along_rows(middle, j_lower, j_upper, j_weight, out)
-    return out

@@ -11,18 +11,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .resampling import Resampling, _axis_plan
+from .resampling import Resampling, _axis_plan, step_order
 from .ssm.numba_kernel import numba_available, use_user_cache_dir
 
 SOURCE_ROWS_PER_STEP = 8   # network-grid rows divided and mapped back at a time (16 classes of 341²: 60 MB)
 
 
 class _Plan:
-    """The kernel's arguments for a network shape and an input shape: the order of the axis steps (as the numpy
-    path: shrinking axes first) and each axis' (lower, upper, weight)."""
+    """The kernel's arguments for a network shape and an input shape: the order of the axis steps (the numpy
+    path's) and each axis' (lower, upper, weight)."""
 
     def __init__(self, source_shape, target_shape):
-        order = sorted(range(3), key=lambda a: target_shape[a] / source_shape[a])
+        order = step_order(source_shape, target_shape)
         self.k_position = order.index(0)
         self.first_in_plane = next(axis for axis in order if axis != 0)
         self.k_plan, self.j_plan, self.i_plan = (_axis_plan(n_in, n_out, "edge")

@@ -69,6 +69,11 @@ def _interpolate_along(array, axis, lower, upper, weight):
     return result
 
 
+def step_order(source_shape, target_shape):
+    """The axes in the order their interpolation steps run: shrinking axes first (the least work)."""
+    return sorted(range(3), key=lambda a: target_shape[a] / source_shape[a])
+
+
 def _row_blocks(source_shape, target_shape, boundary, block_voxels=1 << 18):
     """The separable resize of a (K, J, I) array block by block of output rows (about ``block_voxels`` voxels
     each): yields (first, last, source rows needed, one interpolation per axis in the order to apply them, each
@@ -77,7 +82,7 @@ def _row_blocks(source_shape, target_shape, boundary, block_voxels=1 << 18):
     block only, which stay in the CPU cache."""
     plans = [None if n_in == n_out else _axis_plan(n_in, n_out, boundary)
              for n_in, n_out in zip(source_shape, target_shape)]
-    order = sorted(range(3), key=lambda a: target_shape[a] / source_shape[a])  # shrinking axes first
+    order = step_order(source_shape, target_shape)
     rows = max(1, block_voxels // max(1, target_shape[1] * target_shape[2]))
     for first in range(0, target_shape[0], rows):
         last = min(first + rows, target_shape[0])
