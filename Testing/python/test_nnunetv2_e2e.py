@@ -94,19 +94,17 @@ def test_nnmamba_predict_matches_nnunet_predictor(trained, monkeypatch):
           f"{float16_difference:.2e} (as shipped, float16 blending); labels present {present}; Dice per label "
           f"{dice} (float32 blending), {dice_as_shipped} (as shipped); setup {trained['seconds']:.0f} s, predict + "
           f"compare {time.perf_counter() - started:.0f} s")
-    # A smoke model (4 iterations) may call everything background, which makes the label maps agree trivially; the
-    # argmax over the foreground channels alone gives every voxel one of the six labels, from both pipelines' own
-    # probabilities, so each label is compared on real regions.
-    foreground = _dice(np.argmax(probabilities[1:], 0) + 1, np.argmax(their_probabilities[1:], 0) + 1)
-    sizes = {label: int((np.argmax(their_probabilities[1:], 0) + 1 == label).sum()) for label in range(1, 7)}
-    print(f"foreground-argmax Dice per label (voxels): {foreground} {sizes}")
     assert difference < 1e-3
     # Labels may differ only where nnU-Net's own probabilities are tied to rounding (a smoke model has many such
     # voxels): each disagreeing voxel's top-two margin is far below any real decision.
     assert _largest_margin_where_they_differ(ours, theirs, their_probabilities) < 1e-4, dice
-    assert sum(size > 0 for size in sizes.values()) >= 2, sizes
-    assert _largest_margin_where_they_differ(np.argmax(probabilities[1:], 0), np.argmax(their_probabilities[1:], 0),
-                                             their_probabilities[1:]) < 1e-4, foreground
+    # A smoke model (4 iterations) may call everything one label, which makes the label maps agree trivially; the
+    # whole ranking of the seven classes puts every label at every voxel, so every label is compared everywhere.
+    ours_ranked, theirs_ranked = np.argsort(-probabilities, axis=0), np.argsort(-their_probabilities, axis=0)
+    ranked_apart = np.any(ours_ranked != theirs_ranked, axis=0)
+    closest_pair = np.diff(np.sort(their_probabilities, axis=0), axis=0).min(axis=0)
+    print(f"classes ranked apart at {int(ranked_apart.sum())} of {ranked_apart.size} voxels")
+    assert float(closest_pair[ranked_apart].max(initial=0.0)) < 1e-4
     assert float16_difference < 0.1   # float16 rounding, not a different pipeline
     assert os.environ.get("nnUNet_extTrainer")   # set for nnU-Net's predictor, not written anywhere
 
